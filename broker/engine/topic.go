@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/heraldmq/herald/broker/api"
+	"github.com/heraldmq/herald/broker/store"
+)
+
+// topic is a named set of partition logs plus its delay queue.
+type topic struct {
+	name string
+
+	mu    sync.RWMutex // guards meta and parts
+	meta  topicMeta
+	parts []*partition
+
+	rr   atomic.Uint64                 // round-robin for messages without a key
+	subs atomic.Pointer[[]*subscription] // subscriptions reading this topic (copy on write)
+}
+
+// partition is one log and the channel that wakes long polls when it grows.
+type partition struct {
+	index int
+	log   store.Log
+
+	nmu    sync.Mutex
+	notify chan struct{} // closed and replaced after every append
+}
+
+func newPartition(i int, l store.Log) *partition {
+	return &partition{index: i, log: l, notify: make(chan struct{})}
+}
+
+// changed returns a channel closed at the next append.
+func (p *partition) changed() <-chan struct{} {
+	p.nmu.Lock()
+	defer p.nmu.Unlock()
+	return p.notify
+}
+
+func (p *partition) wake() {
+	p.nmu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.nmu.Unlock()
+}
+
+func partitionLogName(t string, p int) string { return "topics/" + t + "/" + strconv.Itoa(p) }
+
+func (t *topic) spec() api.TopicSpec {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.meta.Spec
+}
+
+func (t *topic) partitions() []*partition {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.parts
+}
+
+func (t *topic) subscriptions() []*subscription {
+	if p := t.subs.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// normalizeTopicSpec fills defaults and validates; it never mutates the broker.
+func (b *Broker) normalizeTopicSpec(s api.TopicSpec) (api.TopicSpec, *api.Error) {
+	if s.Partitions == 0 {
+		s.Partitions = 1
+	}
+	if s.Partitions < 0 || s.Partitions > 4096 {
+		return s, api.Invalid("partitions", "partitions must be between 1 and 4096, got %d", s.Partitions)
+	}
+	if s.Retention == nil {
+		s.Retention = &api.Retention{MaxAge: api.Duration(b.cfg.DefaultRetentionMaxAge), MaxBytes: b.cfg.DefaultRetentionMaxBytes}
+	}
+	if s.Retention.MaxBytes < 0 {
+		return s, api.Invalid("retention.maxBytes", "retention.maxBytes must not be negative")
+	}
+	if s.MaxMessageBytes == 0 {
+		s.MaxMessageBytes = b.cfg.DefaultMaxMessageBytes
+	}
+	if s.MaxMessageBytes < 0 || s.MaxMessageBytes > 64<<20 {
+		return s, api.Invalid("maxMessageBytes", "maxMessageBytes must be between 1 and %d", 64<<20)
+	}
+	return s, nil
+}
+
+// PutTopic creates the topic or updates it; created reports which. Idempotent.
+func (b *Broker) PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, error) {
+	if e := validName("name", name); e != nil {
+		return api.Topic{}, false, e
+	}
+	spec, e := b.normalizeTopicSpec(spec)
+	if e != nil {
+		return api.Topic{}, false, e
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.checkOpen(); err != nil {
+		return api.Topic{}, false, err
+	}
+	if t, ok := b.topics[name]; ok {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if spec.Partitions < len(t.parts) {
+			return api.Topic{}, false, api.Precondition("partitions", "topic %q has %d partitions; partitions can grow but never shrink", name, len(t.parts))
+		}
+		old := t.meta.Spec
+		added, err := b.openPartitions(name, len(t.parts), spec.Partitions)
+		if err != nil {
+			return api.Topic{}, false, err
+		}
+		t.meta.Spec = spec
+		if err := b.saveMetaLocked(); err != nil {
+			t.meta.Spec = old
+			return api.Topic{}, false, err
+		}
+		t.parts = append(append([]*partition(nil), t.parts...), added...)
+		for _, s := range t.subscriptions() {
+			s.addPartitions(added)
+		}
+		return b.topicView(t, false), false, nil
+	}
+	parts, err := b.openPartitions(name, 0, spec.Partitions)
+	if err != nil {
+		return api.Topic{}, false, err
+	}
+	b.incarnation++
+	t := &topic{name: name, parts: parts, meta: topicMeta{Name: name, Spec: spec, CreateTime: b.cfg.Now().UTC().Truncate(time.Second), Incarnation: b.incarnation}}
+	b.topics[name] = t
+	if err := b.saveMetaLocked(); err != nil {
+		delete(b.topics, name)
+		return api.Topic{}, false, err
+	}
+	if err := b.delays.addTopic(t); err != nil {
+		delete(b.topics, name)
+		return api.Topic{}, false, err
+	}
+	if err := b.attachSubscriptionsLocked(t); err != nil {
+		return api.Topic{}, false, err
+	}
+	if err := b.saveMetaLocked(); err != nil {
+		return api.Topic{}, false, err
+	}
+	return b.topicView(t, false), true, nil
+}
+
+func (b *Broker) openPartitions(name string, from, to int) ([]*partition, error) {
+	var out []*partition
+	for i := from; i < to; i++ {
+		l, err := b.st.Open(partitionLogName(name, i))
+		if err != nil {
+			return nil, fmt.Errorf("engine: open partition %d of %q: %w", i, name, err)
+		}
+		out = append(out, newPartition(i, l))
+	}
+	return out, nil
+}
+
+// GetTopic returns the topic with its stats.
+func (b *Broker) GetTopic(name string) (api.Topic, error) {
+	t, err := b.topic(name)
+	if err != nil {
+		return api.Topic{}, err
+	}
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return b.topicView(t, true), nil
+}
+
+// ListTopics returns every topic with stats, sorted by name.
+func (b *Broker) ListTopics() []api.Topic {
+	b.mu.RLock()
+	ts := make([]*topic, 0, len(b.topics))
+	for _, t := range b.topics {
+		ts = append(ts, t)
+	}
+	b.mu.RUnlock()
+	sortByName(ts, func(t *topic) string { return t.name })
+	out := make([]api.Topic, 0, len(ts))
+	for _, t := range ts {
+		t.mu.RLock()
+		out = append(out, b.topicView(t, true))
+		t.mu.RUnlock()
+	}
+	return out
+}
+
+// topicView renders t; the caller holds t.mu (read or write).
+func (b *Broker) topicView(t *topic, withStats bool) api.Topic {
+	v := api.Topic{Name: t.name, TopicSpec: t.meta.Spec, CreateTime: t.meta.CreateTime}
+	r := *v.Retention
+	v.Retention = &r
+	if withStats {
+		st := &api.TopicStats{Partitions: make([]api.PartitionStats, 0, len(t.parts))}
+		for _, p := range t.parts {
+			ps := api.PartitionStats{Partition: p.index, StartOffset: p.log.StartOffset(), EndOffset: p.log.EndOffset(), Bytes: p.log.Size()}
+			st.Messages += ps.EndOffset - ps.StartOffset
+			st.Bytes += ps.Bytes
+			st.Partitions = append(st.Partitions, ps)
+		}
+		st.Delayed = b.delays.pendingFor(t.name)
+		v.Stats = st
+	}
+	return v
+}
+
+// DeleteTopic removes the topic and its data. Subscriptions on it stay, detached: they deliver
+// nothing until a topic of that name exists again, and then start from its beginning.
+func (b *Broker) DeleteTopic(name string) error {
+	if e := validName("name", name); e != nil {
+		return e
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := b.checkOpen(); err != nil {
+		return err
+	}
+	t, ok := b.topics[name]
+	if !ok {
+		return api.NotFound("name", "topic %q not found", name)
+	}
+	delete(b.topics, name)
+	if err := b.saveMetaLocked(); err != nil {
+		b.topics[name] = t
+		return err
+	}
+	for _, s := range t.subscriptions() {
+		s.detach()
+	}
+	b.delays.removeTopic(name)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var firstErr error
+	for _, p := range t.parts {
+		if err := b.st.Remove(partitionLogName(name, p.index)); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		p.wake()
+	}
+	t.parts = nil
+	return firstErr
+}
+
+func (b *Broker) topic(name string) (*topic, error) {
+	if e := validName("topic", name); e != nil {
+		return nil, e
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if err := b.checkOpen(); err != nil {
+		return nil, err
+	}
+	t, ok := b.topics[name]
+	if !ok {
+		return nil, api.NotFound("topic", "topic %q not found", name)
+	}
+	return t, nil
+}
