@@ -56,11 +56,11 @@ type delayItem struct {
 
 type delayHeap []delayItem
 
-func (h delayHeap) Len() int            { return len(h) }
-func (h delayHeap) Less(i, k int) bool  { return h[i].at < h[k].at }
-func (h delayHeap) Swap(i, k int)       { h[i], h[k] = h[k], h[i] }
-func (h *delayHeap) Push(x any)         { *h = append(*h, x.(delayItem)) }
-func (h *delayHeap) Pop() any           { o := *h; x := o[len(o)-1]; *h = o[:len(o)-1]; return x }
+func (h delayHeap) Len() int           { return len(h) }
+func (h delayHeap) Less(i, k int) bool { return h[i].at < h[k].at }
+func (h delayHeap) Swap(i, k int)      { h[i], h[k] = h[k], h[i] }
+func (h *delayHeap) Push(x any)        { *h = append(*h, x.(delayItem)) }
+func (h *delayHeap) Pop() any          { o := *h; x := o[len(o)-1]; *h = o[:len(o)-1]; return x }
 func delayLogName(topic string) string { return "delay/" + topic }
 
 func newDelayQueue(b *Broker) *delayQueue {

@@ -472,4 +472,3 @@ func (s *subscription) wakeLocked() {
 	close(s.notify)
 	s.notify = make(chan struct{})
 }
-

@@ -19,7 +19,7 @@ type topic struct {
 	meta  topicMeta
 	parts []*partition
 
-	rr   atomic.Uint64                 // round-robin for messages without a key
+	rr   atomic.Uint64                   // round-robin for messages without a key
 	subs atomic.Pointer[[]*subscription] // subscriptions reading this topic (copy on write)
 }
 

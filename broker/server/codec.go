@@ -246,4 +246,3 @@ func typeName(t string) string {
 	}
 	return fmt.Sprintf("a %s", t)
 }
-
