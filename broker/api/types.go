@@ -131,6 +131,8 @@ type SubscriptionStats struct {
 	DeadLettered int64  `json:"deadLettered"`
 	Expired      int64  `json:"expired"` // skipped because older than the topic's messageTTL
 	LastError    string `json:"lastError,omitempty"`
+	// LastErrorTime is when LastError happened.
+	LastErrorTime *time.Time `json:"lastErrorTime,omitempty"`
 }
 
 // SubscriptionList is GET /v1/subscriptions.

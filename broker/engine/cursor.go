@@ -31,6 +31,9 @@ type entry struct {
 	gen       uint64    // lease generation; a receipt handle must carry the current one
 	visibleAt time.Time // leased: lease deadline; otherwise: when it may be redelivered
 	firstSent time.Time
+	// The last push failure, for the dead-letter attributes.
+	lastErr    string
+	lastStatus int
 }
 
 func newCursor(p *partition, start int64) *cursor {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/heraldmq/herald/broker/api"
@@ -27,12 +28,24 @@ type PullOptions struct {
 
 // deadLetter is a message to move to the dead-letter topic once the subscription lock is free.
 type deadLetter struct {
-	rec store.Record
-	c   *cursor
+	rec      store.Record
+	c        *cursor
+	attempts int
+	reason   string // why: maxAttempts, maxAge, or the push failure that was permanent
+	status   int    // last HTTP status of a push, 0 if none
 }
 
 // Pull leases up to Max messages, waiting up to Wait for the first one.
 func (b *Broker) Pull(ctx context.Context, name string, o PullOptions) ([]api.Message, error) {
+	return b.pull(ctx, name, o, false)
+}
+
+// Lease is Pull for the push dispatcher: it works on push subscriptions only.
+func (b *Broker) Lease(ctx context.Context, name string, o PullOptions) ([]api.Message, error) {
+	return b.pull(ctx, name, o, true)
+}
+
+func (b *Broker) pull(ctx context.Context, name string, o PullOptions, push bool) ([]api.Message, error) {
 	s, err := b.subscription(name)
 	if err != nil {
 		return nil, err
@@ -58,7 +71,7 @@ func (b *Broker) Pull(ctx context.Context, name string, o PullOptions) ([]api.Me
 	}()
 	for {
 		s.mu.Lock()
-		if err := s.pullableLocked(); err != nil {
+		if err := s.pullableLocked(push); err != nil {
 			s.mu.Unlock()
 			return nil, err
 		}
@@ -118,14 +131,17 @@ func (s *subscription) unwait() {
 	s.mu.Unlock()
 }
 
-func (s *subscription) pullableLocked() error {
+func (s *subscription) pullableLocked(push bool) error {
 	if s.closed {
 		return api.NotFound("subscription", "subscription %q was deleted", s.name)
 	}
 	if s.topic == nil {
 		return api.Precondition("subscription", "the topic %q of subscription %q was deleted", s.meta.Spec.Topic, s.name)
 	}
-	if s.meta.Spec.Push != nil {
+	if push && s.meta.Spec.Push == nil {
+		return api.Precondition("subscription", "subscription %q does not push", s.name)
+	}
+	if !push && s.meta.Spec.Push != nil {
 		return api.Precondition("subscription", "subscription %q pushes to %s; pull works only on subscriptions without push", s.name, s.meta.Spec.Push.Endpoint)
 	}
 	return nil
@@ -184,7 +200,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 			done = s.finishLocked(c, rec, done)
 			continue
 		case exhaustedAttempts(retry, e, now):
-			dead = append(dead, deadLetter{rec: *rec, c: c})
+			dead = append(dead, e.deadLetter(*rec, c, retry, now))
 			done = s.finishLocked(c, rec, done)
 			continue
 		}
@@ -492,7 +508,7 @@ func (b *Broker) Peek(name string, max int) ([]api.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.topic == nil {
-		return nil, s.pullableLocked()
+		return nil, s.pullableLocked(false)
 	}
 	now := b.cfg.Now()
 	ttl := s.topic.spec().MessageTTL.D()
@@ -583,7 +599,7 @@ func (s *subscription) sweep() {
 		if exhaustedAttempts(s.meta.Spec.Retry, e, now) {
 			recs, err := c.p.log.Read(d.offset, 1, 0)
 			if err == nil && len(recs) == 1 && recs[0].Offset == d.offset {
-				dead = append(dead, deadLetter{rec: recs[0], c: c})
+				dead = append(dead, e.deadLetter(recs[0], c, s.meta.Spec.Retry, now))
 				done = s.finishLocked(c, &recs[0], done)
 				continue
 			}
@@ -636,6 +652,11 @@ func (s *subscription) deadLetter(dead []deadLetter) {
 			attrs["herald.deadLetter.subscription"] = s.name
 			attrs["herald.deadLetter.topic"] = topicName
 			attrs["herald.deadLetter.messageId"] = d.rec.ID
+			attrs["herald.deadLetter.attempts"] = strconv.Itoa(d.attempts)
+			attrs["herald.deadLetter.reason"] = d.reason
+			if d.status != 0 {
+				attrs["herald.deadLetter.lastStatus"] = strconv.Itoa(d.status)
+			}
 			data := nonNil(d.rec.Data)
 			msgs[i] = api.PublishMessage{Data: data, Key: d.rec.Key, Tag: d.rec.Tag, OrderingKey: d.rec.OrderingKey, Attributes: attrs}
 		}
@@ -660,4 +681,16 @@ func (s *subscription) maybeCompactLocked() {
 	if err := s.journal.compact(s.snapshotLocked()); err != nil {
 		s.b.cfg.Logger.Error("compact ack journal", "subscription", s.name, "err", err)
 	}
+}
+
+// deadLetter describes why e, which ran out of attempts or age, leaves the subscription.
+func (e *entry) deadLetter(rec store.Record, c *cursor, r *api.RetryPolicy, now time.Time) deadLetter {
+	reason := "maxAttempts reached"
+	if r != nil && r.MaxAge > 0 && !e.firstSent.IsZero() && now.Sub(e.firstSent) > r.MaxAge.D() {
+		reason = "maxAge reached"
+	}
+	if e.lastErr != "" {
+		reason += "; last error: " + e.lastErr
+	}
+	return deadLetter{rec: rec, c: c, attempts: e.attempts, reason: reason, status: e.lastStatus}
 }

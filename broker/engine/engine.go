@@ -37,6 +37,7 @@ type Broker struct {
 	subs        map[string]*subscription
 	incarnation uint64
 	closed      bool
+	observers   []SubscriptionObserver
 
 	delays  *delayQueue
 	idBase  uint64 // random per process start: message ids stay unique across restarts

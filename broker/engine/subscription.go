@@ -49,6 +49,14 @@ func (b *Broker) PutSubscription(name string, spec api.SubscriptionSpec) (api.Su
 	if e != nil {
 		return api.Subscription{}, false, e
 	}
+	v, created, err := b.putSubscription(name, spec, f)
+	if err == nil {
+		b.notifyObservers(name, &v.SubscriptionSpec)
+	}
+	return v, created, err
+}
+
+func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filter) (api.Subscription, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.checkOpen(); err != nil {
@@ -382,6 +390,15 @@ func (b *Broker) DeleteSubscription(name string) error {
 	if e := validName("name", name); e != nil {
 		return e
 	}
+	err := b.deleteSubscription(name)
+	var ae *api.Error
+	if err == nil || !errors.As(err, &ae) {
+		b.notifyObservers(name, nil) // gone, even if removing its journal failed
+	}
+	return err
+}
+
+func (b *Broker) deleteSubscription(name string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.checkOpen(); err != nil {

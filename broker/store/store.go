@@ -1,0 +1,117 @@
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Callers compare with errors.Is.
+var (
+	// ErrCorrupt is returned when a record batch fails its CRC or structural checks.
+	ErrCorrupt = errors.New("store: crc mismatch")
+	// ErrOutOfRange is returned by Read for an offset below the log start (removed by retention).
+	ErrOutOfRange = errors.New("store: offset out of range")
+	// ErrClosed is returned by every method of a closed Log or Store.
+	ErrClosed = errors.New("store: closed")
+	// ErrTooLarge is returned by Append when one batch exceeds the segment size limit.
+	ErrTooLarge = errors.New("store: batch too large")
+	// ErrBadName is returned for a log name that is not a safe relative path.
+	ErrBadName = errors.New("store: bad log name")
+)
+
+// SyncPolicy says when appended data is flushed to stable storage.
+type SyncPolicy int
+
+const (
+	// SyncAlways: Append returns only after the data is fsync'd. Concurrent appends share one fsync
+	// (group commit).
+	SyncAlways SyncPolicy = iota
+	// SyncInterval: Append returns after the write; a background flush fsyncs every SyncInterval.
+	SyncInterval
+	// SyncNever: the OS decides when to flush (data survives a process crash, not a power loss).
+	SyncNever
+)
+
+// ParseSyncPolicy parses "always", "interval" or "never".
+func ParseSyncPolicy(s string) (SyncPolicy, error) {
+	switch s {
+	case "always":
+		return SyncAlways, nil
+	case "interval":
+		return SyncInterval, nil
+	case "never":
+		return SyncNever, nil
+	}
+	return 0, errors.New("store: fsync policy must be always, interval or never")
+}
+
+func (p SyncPolicy) String() string {
+	switch p {
+	case SyncAlways:
+		return "always"
+	case SyncInterval:
+		return "interval"
+	case SyncNever:
+		return "never"
+	}
+	return "unknown"
+}
+
+// Options configure a Store. The zero value is valid: defaults are filled in by withDefaults.
+type Options struct {
+	Sync         SyncPolicy
+	SyncInterval time.Duration // for SyncInterval; default 100ms
+	SegmentBytes int64         // roll a segment when it reaches this size; default 64 MiB
+	IndexBytes   int           // one sparse index entry per this many bytes of records; default 4 KiB
+	// OnSync, if set, is called with the duration of every fsync (for the fsync latency metric).
+	OnSync func(time.Duration)
+}
+
+// Record is one message in a partition log.
+type Record struct {
+	Offset      int64 // assigned by Append
+	Timestamp   int64 // publish time, Unix nanoseconds; Append sets it to now when zero
+	ID          string
+	Key         string
+	OrderingKey string
+	Tag         string
+	Attributes  map[string]string
+	Data        []byte
+}
+
+// Log is one append-only partition log. Offsets start at 0 and grow by one per record.
+// All methods are safe for concurrent use.
+type Log interface {
+	// Append writes recs as one batch, assigns consecutive offsets (written back into recs) and
+	// returns the first one. It returns once the batch is durable under the store's SyncPolicy.
+	Append(recs []Record) (base int64, err error)
+	// Read returns records with offsets >= from, in order: at most max records and, after the
+	// first record, at most maxBytes of data. Reading at EndOffset returns no records and no error;
+	// below StartOffset returns ErrOutOfRange.
+	Read(from int64, max int, maxBytes int) ([]Record, error)
+	// StartOffset is the first offset still stored; EndOffset the offset the next record gets.
+	StartOffset() int64
+	EndOffset() int64
+	// Size is the number of bytes the log takes (on disk, or in memory).
+	Size() int64
+	// OffsetForTime returns the first offset whose record's Timestamp is >= t (Unix nanoseconds),
+	// or EndOffset if there is none.
+	OffsetForTime(t int64) (int64, error)
+	// EnforceRetention drops whole segments whose newest record is older than now-maxAge
+	// (maxAge 0: no age limit) and oldest segments while Size exceeds maxBytes (0: no limit).
+	// The active segment is never dropped. It returns the new StartOffset.
+	EnforceRetention(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error)
+	// Close flushes and closes the log.
+	Close() error
+}
+
+// Store holds named logs. Names are relative slash-separated paths such as "topics/orders/0".
+type Store interface {
+	// Open returns the log with this name, creating it when absent. Opening an open log returns
+	// the same Log.
+	Open(name string) (Log, error)
+	// Remove closes and deletes the log with this name (and its folder); absent is not an error.
+	Remove(name string) error
+	// Close closes every open log.
+	Close() error
+}
