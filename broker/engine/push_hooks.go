@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/heraldmq/herald/broker/api"
@@ -70,6 +71,8 @@ func (b *Broker) Retry(name, handle string, delay time.Duration, failure string,
 	} else {
 		s.requeueLocked(c, e, r.offset, now.Add(delay))
 	}
+	// A long poll (the dispatcher's own lease) may be sleeping past the new due time.
+	s.wakeLocked()
 	s.mu.Unlock()
 	s.deadLetter(dead)
 	if err == nil {
@@ -130,3 +133,10 @@ func (b *Broker) TopicExists(name string) bool {
 	_, err := b.topic(name)
 	return err == nil
 }
+
+// AllowLinkLocalEndpoints reports whether push endpoints may use link-local and cloud metadata
+// addresses (Config.AllowLinkLocalEndpoints); the dispatcher's dialer enforces it.
+func (b *Broker) AllowLinkLocalEndpoints() bool { return b.cfg.AllowLinkLocalEndpoints }
+
+// Logger is the broker's logger (Config.Logger).
+func (b *Broker) Logger() *slog.Logger { return b.cfg.Logger }

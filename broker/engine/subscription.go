@@ -251,22 +251,28 @@ func (s *subscription) dropPendingLocked(c *cursor, off int64) {
 func (s *subscription) recountLocked() {
 	for _, c := range s.cursors {
 		c.matchedAhead = 0
-		if s.filter == nil {
-			continue
-		}
-		for off := c.next; off < c.p.log.EndOffset(); {
-			recs, err := c.p.log.Read(off, 1000, 4<<20)
-			if err != nil || len(recs) == 0 {
-				break
-			}
-			for i := range recs {
-				if s.filter.matches(&recs[i]) {
-					c.matchedAhead++
-				}
-			}
-			off = recs[len(recs)-1].Offset + 1
+		if s.filter != nil {
+			c.matchedAhead = s.countMatching(c)
 		}
 	}
+}
+
+// countMatching counts the records from c.next on that pass the filter.
+func (s *subscription) countMatching(c *cursor) int64 {
+	var n int64
+	for off := c.next; off < c.p.log.EndOffset(); {
+		recs, err := c.p.log.Read(off, 1000, 4<<20)
+		if err != nil || len(recs) == 0 {
+			break
+		}
+		for i := range recs {
+			if s.filter.matches(&recs[i]) {
+				n++
+			}
+		}
+		off = recs[len(recs)-1].Offset + 1
+	}
+	return n
 }
 
 // snapshotLocked captures the cursors for the journal.
@@ -322,7 +328,15 @@ func (s *subscription) addPartitions(ps []*partition) {
 		return
 	}
 	for _, p := range ps {
-		s.cursors = append(s.cursors, newCursor(p, p.log.StartOffset()))
+		if p.index != len(s.cursors) {
+			continue // already there (a racing call)
+		}
+		c := newCursor(p, p.log.StartOffset())
+		if s.filter != nil {
+			// Messages may have arrived before this cursor existed: count them.
+			c.matchedAhead = s.countMatching(c)
+		}
+		s.cursors = append(s.cursors, c)
 	}
 }
 

@@ -1,6 +1,9 @@
 package engine
 
 import (
+	"encoding/base64"
+	"errors"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"net/url"
@@ -59,8 +62,16 @@ func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.Subs
 		case "":
 			r.Policy = "exponential"
 		case "linear", "exponential":
+		case RetryMNSBackoff:
+			// Alibaba MNS BACKOFF_RETRY: 3 retries (4 attempts in all), each after a random
+			// 10 to 20 s. Fields that are set win.
+			setDefaults(&r, 10*time.Second, 20*time.Second, 4)
+		case RetryMNSExponentialDecay:
+			// Alibaba MNS EXPONENTIAL_DECAY_RETRY: 176 retries (177 attempts) 1, 2, 4, … 256,
+			// then every 512 s: about 23.9 hours in all.
+			setDefaults(&r, time.Second, 512*time.Second, 177)
 		default:
-			return s, nil, api.Invalid("retry.policy", "retry.policy must be linear or exponential, got %q", r.Policy)
+			return s, nil, api.Invalid("retry.policy", "retry.policy must be linear, exponential, %s or %s, got %q", RetryMNSBackoff, RetryMNSExponentialDecay, r.Policy)
 		}
 		if r.MinBackoff == 0 {
 			r.MinBackoff = api.Duration(defaultMinBackoff)
@@ -80,6 +91,9 @@ func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.Subs
 		p := *s.Push
 		if e := b.checkEndpoint(p.Endpoint); e != nil {
 			return s, nil, e
+		}
+		if t, ok := strings.CutPrefix(p.Endpoint, TopicEndpointPrefix); ok && t == s.Topic {
+			return s, nil, api.Invalid("push.endpoint", "push.endpoint %q forwards into the subscription's own topic (a loop)", p.Endpoint)
 		}
 		if p.Format == "" {
 			p.Format = "raw"
@@ -108,6 +122,9 @@ func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.Subs
 			if len(sec) < 8 {
 				return s, nil, api.Invalid("push.signingSecrets", "signing secret %d is shorter than 8 characters", i)
 			}
+			if _, err := SigningKey(sec); err != nil {
+				return s, nil, api.Invalid("push.signingSecrets", "signing secret %d: %v", i, err)
+			}
 		}
 		s.Push = &p
 	}
@@ -122,9 +139,16 @@ func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.Subs
 // refused (they reach the node's credentials) unless the broker explicitly allows them; names
 // are checked again when connecting.
 func (b *Broker) checkEndpoint(raw string) *api.Error {
+	if t, ok := strings.CutPrefix(raw, TopicEndpointPrefix); ok {
+		if e := validName("push.endpoint", t); e != nil {
+			e.Message = "push.endpoint " + TopicEndpointPrefix + "<topic>: " + e.Message
+			return e
+		}
+		return nil
+	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return api.Invalid("push.endpoint", "push.endpoint must be an absolute http or https URL, got %q", raw)
+		return api.Invalid("push.endpoint", "push.endpoint must be an absolute http or https URL or %s<topic>, got %q", TopicEndpointPrefix, raw)
 	}
 	if b.cfg.AllowLinkLocalEndpoints {
 		return nil
@@ -152,6 +176,52 @@ func IsForbiddenIP(ip net.IP) bool {
 	return ok && IsForbiddenAddr(a)
 }
 
+// Retry policy presets besides linear and exponential.
+const (
+	RetryMNSBackoff          = "mns-backoff"
+	RetryMNSExponentialDecay = "mns-exponential-decay"
+)
+
+// TopicEndpointPrefix marks a push endpoint that forwards into another topic: "topic:<name>".
+const TopicEndpointPrefix = "topic:"
+
+func setDefaults(r *api.RetryPolicy, minB, maxB time.Duration, attempts int) {
+	if r.MinBackoff == 0 {
+		r.MinBackoff = api.Duration(minB)
+	}
+	if r.MaxBackoff == 0 {
+		r.MaxBackoff = api.Duration(maxB)
+	}
+	if r.MaxAttempts == 0 {
+		r.MaxAttempts = attempts
+	}
+}
+
+// SigningKey returns the HMAC key of a push signing secret. A secret of the form
+// whsec_<base64> (Standard Webhooks) is the base64-decoded part; any other secret is used as
+// its bytes.
+func SigningKey(secret string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok {
+		return []byte(secret), nil
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		if key, err = base64.RawStdEncoding.DecodeString(b64); err != nil {
+			return nil, errors.New("a whsec_ secret must be whsec_ followed by standard base64")
+		}
+	}
+	if len(key) == 0 {
+		return nil, errors.New("a whsec_ secret must not be empty")
+	}
+	return key, nil
+}
+
+// Backoff is the retry policy's delay before the next attempt after attempts failed ones (no
+// jitter, except mns-backoff's, which is random between minBackoff and maxBackoff). A nil
+// policy gives 0.
+func Backoff(r *api.RetryPolicy, attempts int) time.Duration { return backoff(r, attempts) }
+
 // backoff is the delay before redelivery attempt n+1 after n failed attempts.
 func backoff(r *api.RetryPolicy, attempts int) time.Duration {
 	if r == nil {
@@ -162,7 +232,12 @@ func backoff(r *api.RetryPolicy, attempts int) time.Duration {
 		attempts = 1
 	}
 	var d time.Duration
-	if r.Policy == "linear" {
+	if r.Policy == RetryMNSBackoff {
+		d = minB
+		if maxB > minB {
+			d += rand.N(maxB - minB + 1)
+		}
+	} else if r.Policy == "linear" {
 		d = minB * time.Duration(attempts)
 	} else {
 		d = minB

@@ -109,26 +109,7 @@ func (b *Broker) PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, err
 		return api.Topic{}, false, err
 	}
 	if t, ok := b.topics[name]; ok {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if spec.Partitions < len(t.parts) {
-			return api.Topic{}, false, api.Precondition("partitions", "topic %q has %d partitions; partitions can grow but never shrink", name, len(t.parts))
-		}
-		old := t.meta.Spec
-		added, err := b.openPartitions(name, len(t.parts), spec.Partitions)
-		if err != nil {
-			return api.Topic{}, false, err
-		}
-		t.meta.Spec = spec
-		if err := b.saveMetaLocked(); err != nil {
-			t.meta.Spec = old
-			return api.Topic{}, false, err
-		}
-		t.parts = append(append([]*partition(nil), t.parts...), added...)
-		for _, s := range t.subscriptions() {
-			s.addPartitions(added)
-		}
-		return b.topicView(t, false), false, nil
+		return b.updateTopicLocked(t, spec)
 	}
 	parts, err := b.openPartitions(name, 0, spec.Partitions)
 	if err != nil {
@@ -152,6 +133,36 @@ func (b *Broker) PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, err
 		return api.Topic{}, false, err
 	}
 	return b.topicView(t, false), true, nil
+}
+
+// updateTopicLocked applies a new spec to an existing topic; the caller holds b.mu.
+func (b *Broker) updateTopicLocked(t *topic, spec api.TopicSpec) (api.Topic, bool, error) {
+	t.mu.Lock()
+	if spec.Partitions < len(t.parts) {
+		n := len(t.parts)
+		t.mu.Unlock()
+		return api.Topic{}, false, api.Precondition("partitions", "topic %q has %d partitions; partitions can grow but never shrink", t.name, n)
+	}
+	old := t.meta.Spec
+	added, err := b.openPartitions(t.name, len(t.parts), spec.Partitions)
+	if err != nil {
+		t.mu.Unlock()
+		return api.Topic{}, false, err
+	}
+	t.meta.Spec = spec
+	if err := b.saveMetaLocked(); err != nil {
+		t.meta.Spec = old
+		t.mu.Unlock()
+		return api.Topic{}, false, err
+	}
+	t.parts = append(append([]*partition(nil), t.parts...), added...)
+	view := b.topicView(t, false)
+	t.mu.Unlock()
+	// Outside t.mu: a subscription's lock is taken before its topic's elsewhere (pull), never after.
+	for _, s := range t.subscriptions() {
+		s.addPartitions(added)
+	}
+	return view, false, nil
 }
 
 func (b *Broker) openPartitions(name string, from, to int) ([]*partition, error) {
