@@ -140,9 +140,6 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// batchLen returns the length field of an encoded (or sealed) batch.
-func batchLen(b []byte) int { return int(binary.BigEndian.Uint32(b[offLength:])) }
-
 // batchMaxTs returns the max timestamp field of an encoded batch.
 func batchMaxTs(b []byte) int64 { return int64(binary.BigEndian.Uint64(b[offMaxTs:])) }
 

@@ -10,7 +10,9 @@
 //   - Read serves only whole, CRC-checked batches, in offset order. Limits: max records (0 or
 //     less: none) and, after the first record, maxBytes of record Data (0 or less: none); a first
 //     record larger than maxBytes is still returned so a reader never stalls. Below StartOffset
-//     or above EndOffset is ErrOutOfRange; at EndOffset, no records and no error. When a problem
+//     or above EndOffset is ErrOutOfRange (except, under SyncAlways, the offsets of an append
+//     still waiting for its fsync, which read as empty); at EndOffset, no records and no
+//     error. When a problem
 //     (ErrCorrupt, a segment dropped by retention meanwhile) is met after some records were
 //     collected, those are returned without error and the next Read, starting at the problem,
 //     reports it. Returned records own their memory (Data slices share one read buffer per

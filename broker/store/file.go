@@ -13,6 +13,11 @@ import (
 	"time"
 )
 
+var (
+	_ Store = (*fileStore)(nil)
+	_ Log   = (*fileLog)(nil)
+)
+
 // fileStore is the Store of NewFileStore: one folder per log under dir.
 type fileStore struct {
 	dir  string
@@ -249,7 +254,7 @@ func openFileLog(dir, root string, opts Options) (*fileLog, error) {
 		l.next = next
 		// Index files of segments dropped by an interrupted retention run.
 		for _, e := range entries {
-			if base, ok := parseSegmentName(e.Name(), indexSuffix); ok && base < bases[0] {
+			if base, ok := parseSegmentName(e.Name(), indexSuffix); ok && base < bases[0] && e.Type().IsRegular() {
 				_ = os.Remove(filepath.Join(dir, e.Name()))
 			}
 		}
@@ -567,7 +572,9 @@ func (l *fileLog) Read(from int64, max int, maxBytes int) ([]Record, error) {
 			}
 			return fail(err)
 		}
-		if done {
+		if done || expect >= hw {
+			// Done, or at the end of what was visible when this segment was snapshotted: stop
+			// rather than chase concurrent appends (the caller reads again for those).
 			return out, nil
 		}
 	}
@@ -607,7 +614,7 @@ func (l *fileLog) readSegment(seg *segment, pos, limit, hw, expect int64, lim *r
 			return out[:n], expect, false, fmt.Errorf("%s: %w", seg.path, err)
 		}
 		started = true
-		if len(out) > 0 {
+		if len(out) > n {
 			expect = out[len(out)-1].Offset + 1
 		}
 		if expect < h.end() || lim.full() {

@@ -8,6 +8,11 @@ import (
 	"time"
 )
 
+var (
+	_ Store = (*memStore)(nil)
+	_ Log   = (*memLog)(nil)
+)
+
 // memStore is the Store of NewMemoryStore.
 type memStore struct {
 	opts Options

@@ -124,7 +124,7 @@ func (s *scanner) window(pos int64, n int) ([]byte, error) {
 		return s.buf[off : off+int64(n)], nil
 	}
 	if s.limit-pos < int64(n) {
-		return nil, corruptf("torn batch at byte %d: %d of %d header bytes", pos, s.limit-pos, n)
+		return nil, corruptf("torn batch at byte %d: %d of %d bytes", pos, s.limit-pos, n)
 	}
 	size := int64(max(n, s.chunk))
 	size = min(size, s.limit-pos)
@@ -288,7 +288,7 @@ func recoverActiveSegment(path string, base int64, indexBytes int) (*segment, in
 		f.Close() // an I/O error: truncating on it could destroy good data
 		return nil, 0, scanErr
 	}
-	if false && res.size < fi.Size() {
+	if res.size < fi.Size() {
 		// Make the truncation durable before anything is appended after it, so a later crash
 		// cannot resurrect the old tail behind new data.
 		if err := f.Truncate(res.size); err != nil {

@@ -45,6 +45,7 @@ func ParseSyncPolicy(s string) (SyncPolicy, error) {
 	return 0, errors.New("store: fsync policy must be always, interval or never")
 }
 
+// String returns the policy's name as ParseSyncPolicy accepts it.
 func (p SyncPolicy) String() string {
 	switch p {
 	case SyncAlways:
@@ -59,7 +60,7 @@ func (p SyncPolicy) String() string {
 
 // Options configure a Store. The zero value is valid: defaults are filled in by withDefaults.
 type Options struct {
-	Sync         SyncPolicy
+	Sync         SyncPolicy    // when appends are fsynced; the zero value is SyncAlways
 	SyncInterval time.Duration // for SyncInterval; default 100ms
 	SegmentBytes int64         // roll a segment when it reaches this size; default 64 MiB
 	IndexBytes   int           // one sparse index entry per this many bytes of records; default 4 KiB
@@ -69,14 +70,14 @@ type Options struct {
 
 // Record is one message in a partition log.
 type Record struct {
-	Offset      int64 // assigned by Append
-	Timestamp   int64 // publish time, Unix nanoseconds; Append sets it to now when zero
-	ID          string
-	Key         string
-	OrderingKey string
-	Tag         string
-	Attributes  map[string]string
-	Data        []byte
+	Offset      int64             // assigned by Append
+	Timestamp   int64             // publish time, Unix nanoseconds; Append sets it to now when zero
+	ID          string            // message ID, opaque to the store
+	Key         string            // partitioning key, opaque to the store
+	OrderingKey string            // ordering key, opaque to the store
+	Tag         string            // filterable tag, opaque to the store
+	Attributes  map[string]string // nil when there are none (an empty map reads back as nil)
+	Data        []byte            // the body; reads back as a non-nil empty slice when empty
 }
 
 // Log is one append-only partition log. Offsets start at 0 and grow by one per record.
