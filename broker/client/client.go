@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/heraldmq/herald/broker/api"
+	"github.com/heraldmq/herald/internal/hostsfile"
 )
 
 // DefaultTimeout bounds one request (connect, send, and read the whole response) unless
@@ -128,7 +129,8 @@ func NewTransport() *http.Transport {
 	t.MaxIdleConns = 4 * MaxIdleConnsPerHost
 	t.MaxIdleConnsPerHost = MaxIdleConnsPerHost
 	t.IdleConnTimeout = 90 * time.Second
-	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	// Names in HERALD_HOSTS_FILE (the local cluster's stand-in for cluster DNS) come first.
+	t.DialContext = hostsfile.FromEnv().DialContext((&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
 	return t
 }
 
