@@ -86,6 +86,13 @@ func (q *delayQueue) openTopic(t *topic) (*delayTopic, error) {
 	if sp.floor < l.StartOffset() {
 		sp.floor = l.StartOffset()
 	}
+	// The delay log lost its tail after the journal recorded moves beyond it: new delayed
+	// messages will reuse those offsets, so the journal must forget them (rewritten below).
+	truncated := sp.next > l.EndOffset()
+	if truncated {
+		sp.next = l.EndOffset()
+		sp.floor = min(sp.floor, sp.next)
+	}
 	var items []delayItem
 	for off := sp.floor; off < l.EndOffset(); {
 		recs, err := l.Read(off, 1000, 4<<20)
@@ -105,6 +112,12 @@ func (q *delayQueue) openTopic(t *topic) (*delayTopic, error) {
 			items = append(items, delayItem{at: at, offset: o, dt: dt})
 		}
 		off = recs[len(recs)-1].Offset + 1
+	}
+	if truncated {
+		if err := dt.journal.compact(dt.snapshotLocked()); err != nil {
+			dt.journal.close()
+			return nil, err
+		}
 	}
 	q.mu.Lock()
 	q.topics[t.name] = dt

@@ -6,7 +6,7 @@
 //
 //	meta.json                  catalogue of topics and subscriptions (rewritten atomically)
 //	logs/topics/<topic>/<p>/   partition logs (format: broker/store)
-//	logs/delay/<topic>/0/      the topic's delayed messages, in publish order
+//	logs/delay/<topic>/        the topic's delayed messages, in publish order
 //	journals/delay/<topic>/    which delayed messages were moved to the topic (see journal)
 //	journals/subs/<sub>/       which messages a subscription is done with (see journal)
 package engine

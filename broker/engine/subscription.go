@@ -167,6 +167,7 @@ func (b *Broker) openSubscriptionAt(sm subMeta, t *topic, fresh bool) (*subscrip
 		return s, nil
 	}
 	now := b.cfg.Now()
+	rewrite := fresh // persist the cursors once built
 	for _, p := range t.partitions() {
 		var c *cursor
 		sp := (*snapPart)(nil)
@@ -176,7 +177,19 @@ func (b *Broker) openSubscriptionAt(sm subMeta, t *topic, fresh bool) (*subscrip
 		if sp != nil {
 			c = newCursor(p, sp.floor)
 			c.next = sp.next
+			if end := p.log.EndOffset(); c.next > end {
+				// The log lost its tail (disk damage, or a power loss under fsync interval or
+				// never) after the journal recorded acks beyond it. New messages will reuse those
+				// offsets: forget what the journal says about them, durably, or they would be
+				// skipped as done.
+				c.next = end
+				c.floor = min(c.floor, end)
+				rewrite = true
+			}
 			for off := range sp.pending {
+				if off >= c.next {
+					continue
+				}
 				s.gen++
 				c.pending[off] = &entry{attempts: 1, gen: s.gen, visibleAt: now}
 				s.due.add(due{at: now.UnixNano(), partition: p.index, offset: off, gen: s.gen})
@@ -193,7 +206,7 @@ func (b *Broker) openSubscriptionAt(sm subMeta, t *topic, fresh bool) (*subscrip
 		s.cursors = append(s.cursors, c)
 	}
 	s.recountLocked()
-	if fresh {
+	if rewrite {
 		if err := s.journal.compact(s.snapshotLocked()); err != nil {
 			s.journal.close()
 			return nil, err

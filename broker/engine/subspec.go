@@ -114,7 +114,7 @@ func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.Subs
 			return s, nil, api.Invalid("push.maxInFlight", "push.maxInFlight must be between 1 and 10000")
 		}
 		for k, v := range p.Headers {
-			if e := checkText("push.headers."+k, k+v, 8192); e != nil || k == "" {
+			if e := checkText("push.headers."+k, k+v, 8192); e != nil || !isToken(k) {
 				return s, nil, api.Invalid("push.headers", "header %q is not a valid header", k)
 			}
 		}
@@ -133,6 +133,20 @@ func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.Subs
 		return s, nil, api.Invalid("filter", "invalid filter: %v", err)
 	}
 	return s, f, nil
+}
+
+// isToken reports whether s is a valid HTTP header name (an RFC 9110 token).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // checkEndpoint validates a push endpoint URL. Link-local and cloud metadata addresses are
