@@ -494,7 +494,6 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
-
 // TestTornTailBehindSubscription: a subscription had read and acked the whole partition when its
 // tail was lost (a torn write found by recovery, or a power loss under --fsync interval|never,
 // where the log and the ack journal are fsynced independently). The broker must still deliver
