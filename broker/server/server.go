@@ -5,8 +5,12 @@ package server
 
 import (
 	"log/slog"
+	"maps"
 	"net/http"
+	"path"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,7 +40,32 @@ func New(b *engine.Broker, log *slog.Logger) *Server {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// ServeMux answers a path with "." or ".." segments or doubled slashes with an HTML redirect
+	// to its clean form (which turns a POST into a GET for many clients). No name in this API
+	// makes such a path, so it is a JSON 404 like any other unknown path.
+	if p := r.URL.EscapedPath(); r.Method != http.MethodConnect && p != cleanPath(p) {
+		writeError(w, api.NotFound("path", "no route %s %s: the path is not in canonical form", r.Method, r.URL.Path))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// cleanPath is ServeMux's canonical form of a path: rooted, no "." or ".." segments, no doubled
+// slashes, a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
 
 // methods maps HTTP methods to handlers for one path; other methods get a JSON 405.
 type methods map[string]http.HandlerFunc
@@ -52,6 +81,7 @@ func (s *Server) routes() {
 	s.handle("/v1/subscriptions/{sub}/nack", methods{"POST": s.nack})
 	s.handle("/v1/subscriptions/{sub}/visibility", methods{"POST": s.visibility})
 	s.handle("/v1/subscriptions/{sub}/peek", methods{"POST": s.peek})
+	s.handle("/v1/subscriptions/{sub}/stream", methods{"GET": s.stream})
 	s.handle("/healthz", methods{"GET": s.healthz})
 	s.handle("/readyz", methods{"GET": s.readyz})
 	metrics := promhttp.HandlerFor(s.b.Metrics.Registry, promhttp.HandlerOpts{})
@@ -63,16 +93,10 @@ func (s *Server) routes() {
 
 // handle registers a path with its methods, wrapped with metrics and panic recovery.
 func (s *Server) handle(pattern string, ms methods) {
-	allowed := ""
-	for m := range ms {
-		if allowed != "" {
-			allowed += ", "
-		}
-		allowed += m
-	}
 	if _, ok := ms["GET"]; ok {
 		ms["HEAD"] = ms["GET"]
 	}
+	allowed := strings.Join(slices.Sorted(maps.Keys(ms)), ", ") // the same every time
 	reqs := s.b.Metrics.HTTPRequests
 	secs := s.b.Metrics.HTTPSeconds.WithLabelValues(pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/heraldmq/herald/broker/api"
 	"github.com/heraldmq/herald/broker/engine"
+	"github.com/heraldmq/herald/broker/push"
 	"github.com/heraldmq/herald/broker/server"
 	"github.com/heraldmq/herald/broker/store"
 )
@@ -46,10 +47,28 @@ type BrokerConfig struct {
 	AllowLinkLocalEndpoints bool   `json:"allowLinkLocalEndpoints,omitempty"`
 	LogLevel                string `json:"logLevel,omitempty"`
 	LogFormat               string `json:"logFormat,omitempty"`
+	// TLS makes the listener serve HTTPS with these PEM files.
+	TLS *struct {
+		CertFile string `json:"certFile"`
+		KeyFile  string `json:"keyFile"`
+	} `json:"tls,omitempty"`
+	// Cluster describes the broker's peers when the operator runs it as a StatefulSet. It is
+	// read and checked but not used yet: replication is a later issue, and a broker runs as a
+	// single node meanwhile.
+	Cluster *struct {
+		Name        string `json:"name,omitempty"`
+		Namespace   string `json:"namespace,omitempty"`
+		StatefulSet string `json:"statefulSet,omitempty"`
+		PeerDomain  string `json:"peerDomain,omitempty"`
+		Port        int    `json:"port,omitempty"`
+	} `json:"cluster,omitempty"`
+	// PprofListen serves net/http/pprof on its own address when set (off by default).
+	PprofListen string `json:"pprofListen,omitempty"`
 }
 
 type brokerFlags struct {
 	configFile, dataDir, listen, storage, fsync, logLevel, logFormat string
+	pprofListen, tlsCert, tlsKey                                     string
 	syncInterval, retentionMaxAge                                    time.Duration
 	segmentBytes, retentionMaxBytes                                  int64
 	maxMessageBytes                                                  int
@@ -73,6 +92,9 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&f.allowLinkLocal, "allow-link-local-endpoints", false, "allow push endpoints on link-local and cloud metadata addresses; env HERALD_ALLOW_LINK_LOCAL_ENDPOINTS")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default info); env HERALD_LOG_LEVEL")
 	fs.StringVar(&f.logFormat, "log-format", "", "text or json (default text); env HERALD_LOG_FORMAT")
+	fs.StringVar(&f.pprofListen, "pprof-listen", "", "serve net/http/pprof on this HOST:PORT (off by default); env HERALD_PPROF_LISTEN")
+	fs.StringVar(&f.tlsCert, "tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file); env HERALD_TLS_CERT_FILE")
+	fs.StringVar(&f.tlsKey, "tls-key-file", "", "PEM key of --tls-cert-file; env HERALD_TLS_KEY_FILE")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -142,6 +164,14 @@ func resolveBrokerConfig(fs *flag.FlagSet, f brokerFlags, env func(string) (stri
 	str("HERALD_FSYNC", &envCfg.Fsync)
 	str("HERALD_LOG_LEVEL", &envCfg.LogLevel)
 	str("HERALD_LOG_FORMAT", &envCfg.LogFormat)
+	str("HERALD_PPROF_LISTEN", &envCfg.PprofListen)
+	if c, ok := env("HERALD_TLS_CERT_FILE"); ok {
+		k, _ := env("HERALD_TLS_KEY_FILE")
+		envCfg.TLS = &struct {
+			CertFile string `json:"certFile"`
+			KeyFile  string `json:"keyFile"`
+		}{c, k}
+	}
 	dur("HERALD_SYNC_INTERVAL", &envCfg.SyncInterval)
 	num("HERALD_SEGMENT_BYTES", func(n int64) { envCfg.SegmentBytes = n })
 	num("HERALD_MAX_MESSAGE_BYTES", func(n int64) { envCfg.MaxMessageBytes = int(n) })
@@ -203,6 +233,13 @@ func resolveBrokerConfig(fs *flag.FlagSet, f brokerFlags, env func(string) (stri
 			cfg.LogLevel = f.logLevel
 		case "log-format":
 			cfg.LogFormat = f.logFormat
+		case "pprof-listen":
+			cfg.PprofListen = f.pprofListen
+		case "tls-cert-file", "tls-key-file":
+			cfg.TLS = &struct {
+				CertFile string `json:"certFile"`
+				KeyFile  string `json:"keyFile"`
+			}{f.tlsCert, f.tlsKey}
 		}
 	})
 	return cfg, validateBrokerConfig(cfg)
@@ -249,6 +286,15 @@ func mergeConfig(dst *BrokerConfig, src BrokerConfig) {
 	if src.LogFormat != "" {
 		dst.LogFormat = src.LogFormat
 	}
+	if src.TLS != nil {
+		dst.TLS = src.TLS
+	}
+	if src.Cluster != nil {
+		dst.Cluster = src.Cluster
+	}
+	if src.PprofListen != "" {
+		dst.PprofListen = src.PprofListen
+	}
 }
 
 func validateBrokerConfig(c BrokerConfig) error {
@@ -275,6 +321,14 @@ func validateBrokerConfig(c BrokerConfig) error {
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
+	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		return errors.New("TLS needs both a certificate and a key file (--tls-cert-file, --tls-key-file)")
+	}
+	if c.PprofListen != "" {
+		if _, _, err := net.SplitHostPort(c.PprofListen); err != nil {
+			return fmt.Errorf("--pprof-listen %q: want HOST:PORT", c.PprofListen)
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: must be text or json", c.LogFormat)
@@ -320,7 +374,16 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 	ready := &readyGate{}
 	srv := &http.Server{Handler: ready, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		if c.TLS != nil {
+			serveErr <- srv.ServeTLS(ln, c.TLS.CertFile, c.TLS.KeyFile)
+			return
+		}
+		serveErr <- srv.Serve(ln)
+	}()
+	if c.PprofListen != "" {
+		go servePprof(c.PprofListen, log)
+	}
 	log.Info("recovering", "dataDir", c.DataDir, "storage", c.Storage, "fsync", c.Fsync)
 	start := time.Now()
 	b, err := engine.Open(ecfg)
@@ -328,11 +391,13 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 		srv.Close()
 		return err
 	}
+	pushes := push.NewManager(b, push.Options{Logger: log})
 	ready.set(server.New(b, log))
 	log.Info("broker ready", "listen", ln.Addr().String(), "recovery", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		pushes.Close()
 		b.Close()
 		return err
 	}
@@ -340,5 +405,6 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 	shCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	srv.Shutdown(shCtx)
+	pushes.Close()
 	return b.Close()
 }

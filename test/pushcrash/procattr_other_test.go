@@ -1,0 +1,7 @@
+//go:build !linux
+
+package pushcrash
+
+import "syscall"
+
+func childProcAttr() *syscall.SysProcAttr { return nil }
