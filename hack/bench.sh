@@ -165,6 +165,61 @@ run_case nats-default-unbatched nats-default unbatched
 run_case herald-batched herald batched
 run_case nats-always-batched nats-always batched
 run_case nats-default-batched nats-default batched
+
+# --- push ------------------------------------------------------------------------------------
+# run_push NAME throughput|latency DEAD: a broker, `herald sink` as the endpoint and a push
+# subscription (raw, maxInFlight 64). throughput: preload the topic for BENCH_DURATION, then
+# create the subscription (startAt earliest) and measure how fast the sink receives all of it.
+# latency: subscription first, then one sequential publisher; the sink measures publish-to-
+# receive time from each push's Herald-Publish-Time header. DEAD=1 adds a second push
+# subscription whose endpoint refuses connections.
+run_push() {
+  local name=$1 kind=$2 dead=$3 dir=$tmp/$1 sink line published
+  start_herald "$name"
+  local hpid=$srv_pid
+  "$tmp/herald" sink --listen 127.0.0.1:0 --quiet >"$dir/sink.out" 2>"$dir/sink.log" &
+  local spid=$!
+  pids+=("$spid")
+  line=$(wait_log "$dir/sink.log" 'listening on')
+  sink=http://$(sed -E 's/.*listening on ([^ ]+).*/\1/' <<<"$line")
+  local put=(curl -sf -XPUT -H 'Content-Type: application/json')
+  "${put[@]}" "$srv_url/v1/topics/push" -d '{"partitions":4}' >/dev/null
+  local sub='{"topic":"push","startAt":"earliest","push":{"endpoint":"'"$sink"'/","maxInFlight":64}}'
+  local deadsub='{"topic":"push","startAt":"earliest","push":{"endpoint":"http://127.0.0.1:9/","maxInFlight":64}}'
+  local pub=(--server "$srv_url" --topic push --partitions 4 --size "$size" --warmup 0s --output json)
+  if [ "$dead" = 1 ]; then "${put[@]}" "$srv_url/v1/subscriptions/dead" -d "$deadsub" >/dev/null; fi
+  if [ "$kind" = throughput ]; then
+    "$tmp/herald" bench "${pub[@]}" --batch 100 --concurrency 2 --duration "$duration" >"$dir/pub.json"
+    "${put[@]}" "$srv_url/v1/subscriptions/to-sink" -d "$sub" >/dev/null
+  else
+    "${put[@]}" "$srv_url/v1/subscriptions/to-sink" -d "$sub" >/dev/null
+    "$tmp/herald" bench "${pub[@]}" --batch 1 --concurrency 1 --duration "$duration" >"$dir/pub.json"
+  fi
+  published=$(jq .messages "$dir/pub.json")
+  log "$name: $published messages published; waiting for the sink"
+  local i u=0
+  for i in $(seq 1800); do
+    u=$(curl -sf "$sink/stats" | jq .unique)
+    [ "$u" -ge "$published" ] && break
+    sleep 0.1
+  done
+  curl -sf "$sink/stats" >"$dir/sink.json"
+  stop_server "$spid"
+  stop_server "$hpid"
+  jq --argjson published "$published" --arg name "$name" '
+    . as $s | {name: $name, published: $published, received: .unique, duplicates: .duplicates,
+      seconds: (((.lastAt | sub("\\.[0-9]+"; "") | sub("Z$"; "Z") | fromdateiso8601) + (.lastAt | capture("\\.(?<f>[0-9]+)") .f | ("0." + .) | tonumber))
+              - ((.firstAt | sub("\\.[0-9]+"; "") | fromdateiso8601) + (.firstAt | capture("\\.(?<f>[0-9]+)") .f | ("0." + .) | tonumber))),
+      p50Ms: .latencyP50Ms, p99Ms: .latencyP99Ms, p999Ms: .latencyP999Ms}
+    | . + {msgPerSec: (if .seconds > 0 then .received / .seconds else 0 end)}' "$dir/sink.json" >"$tmp/$name.json"
+  jq -r '"bench:   push \(.received)/\(.published) received, \(.msgPerSec|floor) msg/s, publish→endpoint p50 \(.p50Ms) ms p99 \(.p99Ms) ms"' "$tmp/$name.json" >&2
+}
+if [ "${PUSH_BENCH:-1}" = 1 ]; then
+  run_push push-throughput throughput 0
+  run_push push-throughput-dead throughput 1
+  run_push push-latency latency 0
+  run_push push-latency-dead latency 1
+fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report ----------------------------------------------------------------------------------
@@ -225,6 +280,27 @@ gen=$tmp/generated.md
   echo "- unbatched p99 < 1 ms: $hu99 ms — $(yesno "$hu99 < 1")"
   echo "- unbatched p99.9 < 2 ms: $hu999 ms — $(yesno "$hu999 < 2")"
   echo
+  if [ "${PUSH_BENCH:-1}" = 1 ]; then
+    echo "Push (\`herald broker --fsync always\` pushing to \`herald sink\` on 127.0.0.1; raw format, maxInFlight 64, 4 partitions, $size-byte messages):"
+    echo
+    echo "- *throughput*: the topic is preloaded for ${duration} (batched publishes), then the push subscription is created"
+    echo "  (startAt earliest) and msg/s is the rate at which the sink received all of it (first to last 2xx)."
+    echo "- *latency*: the subscription exists first; one sequential publisher for ${duration}; publish→endpoint time per"
+    echo "  message, from its Herald-Publish-Time header to its arrival at the sink."
+    echo "- *+ dead endpoint*: the same with a second push subscription on the topic whose endpoint refuses connections."
+    echo
+    echo "| Case | messages | received | msg/s | publish→endpoint p50 ms | p99 ms | p99.9 ms |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for c in push-throughput push-throughput-dead push-latency push-latency-dead; do
+      # Latency of a preloaded backlog is queueing time, not delivery latency: not shown.
+      jq -r 'def ms(x): if (.name | test("throughput")) then "–" else (x*1000|round/1000|tostring) end;
+        "| \(.name | sub("push-"; "") | sub("-dead"; " + dead endpoint")) | \(.published) | \(.received) | \(.msgPerSec|round) | \(ms(.p50Ms)) | \(ms(.p99Ms)) | \(ms(.p999Ms)) |"' "$tmp/$c.json"
+    done
+    pt=$(f push-throughput '.msgPerSec|round')
+    echo
+    echo "Goal: push ≥ 20,000 msg/s: $pt msg/s — $(yesno "$pt >= 20000")"
+    echo
+  fi
   echo "Store benchmarks (\`go test -run='^\$' -bench=. -benchmem -benchtime=${STORE_BENCHTIME:-1s} ./broker/store/\`):"
   echo
   echo '```'

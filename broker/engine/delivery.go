@@ -176,6 +176,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 				// The lease expired: wait out the retry backoff before redelivering.
 				s.gen++
 				e.gen = s.gen
+				e.visibleAt = time.Unix(0, d.at+int64(bo))
 				s.due.add(due{at: d.at + int64(bo), partition: d.partition, offset: d.offset, gen: e.gen})
 				continue
 			}
@@ -595,6 +596,15 @@ func (s *subscription) sweep() {
 		if e.leased {
 			e.leased = false
 			s.flight--
+			if bo := backoff(s.meta.Spec.Retry, e.attempts); bo > 0 && !exhaustedAttempts(s.meta.Spec.Retry, e, now) {
+				// The lease expired: wait out the retry backoff before redelivering, as
+				// collectLocked does when a pull finds the expiry first.
+				s.gen++
+				e.gen = s.gen
+				e.visibleAt = time.Unix(0, d.at+int64(bo))
+				s.due.add(due{at: d.at + int64(bo), partition: d.partition, offset: d.offset, gen: e.gen})
+				continue
+			}
 		}
 		if exhaustedAttempts(s.meta.Spec.Retry, e, now) {
 			recs, err := c.p.log.Read(d.offset, 1, 0)

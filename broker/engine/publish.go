@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,10 +51,12 @@ func (b *Broker) Publish(topicName string, msgs []api.PublishMessage) ([]api.Pub
 	batches := make([][]store.Record, len(parts))
 	slots := make([][]int, len(parts)) // result index of each record in batches
 	var delayed []delayedRecord
+	var ids strings.Builder // one allocation for every id of the call
+	ids.Grow(len(msgs) * idLen)
 	sticky := -1
 	for i := range msgs {
 		m := &msgs[i]
-		rec, deliverAt, e := b.buildRecord(m, i, spec, now)
+		rec, deliverAt, e := b.buildRecord(m, i, spec, now, &ids)
 		if e != nil {
 			return nil, e
 		}
@@ -72,6 +73,11 @@ func (b *Broker) Publish(topicName string, msgs []api.PublishMessage) ([]api.Pub
 			results[i].DeliverAt = &at
 			delayed = append(delayed, delayedRecord{rec: rec, partition: p, deliverAt: deliverAt})
 			continue
+		}
+		if batches[p] == nil && (p == sticky || len(parts) == 1) {
+			// Every unkeyed message of the call goes here: room for all that are left.
+			batches[p] = make([]store.Record, 0, len(msgs)-i)
+			slots[p] = make([]int, 0, len(msgs)-i)
 		}
 		batches[p] = append(batches[p], rec)
 		slots[p] = append(slots[p], i)
@@ -149,8 +155,17 @@ func (b *Broker) afterAppend(t *topic, p *partition, recs []store.Record) {
 }
 
 // buildRecord validates one message and turns it into a record. i is its index, for errors.
-func (b *Broker) buildRecord(m *api.PublishMessage, i int, spec api.TopicSpec, now time.Time) (store.Record, time.Time, *api.Error) {
+// The record's id is appended to ids.
+func (b *Broker) buildRecord(m *api.PublishMessage, i int, spec api.TopicSpec, now time.Time, ids *strings.Builder) (store.Record, time.Time, *api.Error) {
 	field := func(f string) string { return "messages[" + strconv.Itoa(i) + "]." + f }
+	// checkField is checkText naming the field only when it fails: the name costs allocations.
+	checkField := func(f func() string, s string, max int) *api.Error {
+		e := checkText("", s, max)
+		if e != nil {
+			e.Field = f()
+		}
+		return e
+	}
 	var rec store.Record
 	switch {
 	case m.Text != nil && m.Data != nil:
@@ -169,13 +184,13 @@ func (b *Broker) buildRecord(m *api.PublishMessage, i int, spec api.TopicSpec, n
 		}
 		return rec, time.Time{}, api.TooLarge(field(f), "message is %d bytes; the topic's maxMessageBytes is %d", len(rec.Data), spec.MaxMessageBytes)
 	}
-	if e := checkText(field("key"), m.Key, maxKeyBytes); e != nil {
+	if e := checkField(func() string { return field("key") }, m.Key, maxKeyBytes); e != nil {
 		return rec, time.Time{}, e
 	}
-	if e := checkText(field("orderingKey"), m.OrderingKey, maxKeyBytes); e != nil {
+	if e := checkField(func() string { return field("orderingKey") }, m.OrderingKey, maxKeyBytes); e != nil {
 		return rec, time.Time{}, e
 	}
-	if e := checkText(field("tag"), m.Tag, maxTagBytes); e != nil {
+	if e := checkField(func() string { return field("tag") }, m.Tag, maxTagBytes); e != nil {
 		return rec, time.Time{}, e
 	}
 	if len(m.Attributes) > maxAttributes {
@@ -185,10 +200,11 @@ func (b *Broker) buildRecord(m *api.PublishMessage, i int, spec api.TopicSpec, n
 		if k == "" {
 			return rec, time.Time{}, api.Invalid(field("attributes"), "attribute names must not be empty")
 		}
-		if e := checkText(field("attributes."+k), k, maxAttrKeyBytes); e != nil {
+		attr := func() string { return field("attributes." + k) }
+		if e := checkField(attr, k, maxAttrKeyBytes); e != nil {
 			return rec, time.Time{}, e
 		}
-		if e := checkText(field("attributes."+k), v, maxAttrValueBytes); e != nil {
+		if e := checkField(attr, v, maxAttrValueBytes); e != nil {
 			return rec, time.Time{}, e
 		}
 	}
@@ -209,7 +225,7 @@ func (b *Broker) buildRecord(m *api.PublishMessage, i int, spec api.TopicSpec, n
 		}
 		deliverAt = *m.DeliverAt
 	}
-	rec.ID = b.newID()
+	rec.ID = b.newID(ids)
 	rec.Key, rec.OrderingKey, rec.Tag = m.Key, m.OrderingKey, m.Tag
 	if len(m.Attributes) > 0 {
 		rec.Attributes = m.Attributes
@@ -242,19 +258,30 @@ func partitionFor(key, orderingKey string, n int) int {
 	if k == "" {
 		return -1
 	}
-	h := fnv.New32a()
-	h.Write([]byte(k))
-	return int(h.Sum32() % uint32(n))
+	// FNV-1a, 32 bits (hash/fnv's New32a), without its allocations.
+	h := uint32(2166136261)
+	for i := 0; i < len(k); i++ {
+		h ^= uint32(k[i])
+		h *= 16777619
+	}
+	return int(h % uint32(n))
 }
 
+// idLen is the length of a message id (below 1<<48 messages per process start).
+const idLen = 25
+
 // newID returns a message id unique across restarts: 12 hex digits chosen at random when the
-// process starts, then a 12-digit hex sequence.
-func (b *Broker) newID() string {
-	var buf [25]byte
+// process starts, then a 12-digit hex sequence. It is appended to ids and returned as a part of
+// it, so that the ids of one publish share an allocation (a strings.Builder never changes bytes
+// it has handed out).
+func (b *Broker) newID(ids *strings.Builder) string {
+	var buf [32]byte
 	out := strconv.AppendUint(buf[:0], b.idBase|1<<48, 16)[1:] // 12 digits, leading 1 dropped
 	out = append(out, '-')
 	seq := b.idSeq.Add(1)
-	hex := strconv.AppendUint(make([]byte, 0, 16), seq|1<<48, 16)
-	out = append(out, hex[1:]...)
-	return string(out)
+	var hex [24]byte
+	out = append(out, strconv.AppendUint(hex[:0], seq|1<<48, 16)[1:]...)
+	start := ids.Len()
+	ids.Write(out)
+	return ids.String()[start:]
 }

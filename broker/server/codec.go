@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/heraldmq/herald/broker/api"
 )
@@ -45,14 +47,12 @@ func writeErrorStatus(w http.ResponseWriter, code int, e *api.Error) {
 // decodeBody strictly decodes one JSON object into v: unknown fields, trailing data and wrong
 // types are 400s naming the field. An empty body is allowed only when emptyOK.
 func decodeBody(r *http.Request, v any, emptyOK bool) *api.Error {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return api.TooLarge("body", "request body exceeds %d bytes", mbe.Limit)
-		}
-		return api.Invalid("body", "read body: %v", err)
+	bp, e := readBody(r)
+	if e != nil {
+		return e
 	}
+	defer putBody(bp) // decodeJSON keeps nothing of the body
+	body := *bp
 	if len(bytes.TrimSpace(body)) == 0 {
 		if emptyOK {
 			return nil
@@ -66,7 +66,7 @@ func decodeJSON(body []byte, v any) *api.Error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return jsonError(err, body)
+		return jsonError(err, body, reflect.TypeOf(v))
 	}
 	if dec.More() {
 		return api.Invalid("body", "request body must hold exactly one JSON object")
@@ -79,8 +79,9 @@ func decodeJSON(body []byte, v any) *api.Error {
 }
 
 // jsonError turns a decoding error into a 400 that names the field, with its list index, where
-// it can. Locating the field re-reads the body, which only happens on this error path.
-func jsonError(err error, body []byte) *api.Error {
+// it can. Locating the field re-reads the body, which only happens on this error path. target is
+// the type decoded into.
+func jsonError(err error, body []byte, target reflect.Type) *api.Error {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	var b64 base64.CorruptInputError
@@ -111,6 +112,11 @@ func jsonError(err error, body []byte) *api.Error {
 		}
 		return api.Invalid(field, "%s must be standard base64: %v", field, err)
 	case errors.As(err, &dur):
+		// A duration that is no string at all (30, {…}) cannot be found by its value: find the
+		// field by its type instead.
+		if field, _ := locateBadValue(body, target); field != "" {
+			return api.Invalid(field, "%s: %s", field, dur.Message)
+		}
 		field := locateKey(body, "", func(v any) bool { s, ok := v.(string); return ok && (s == dur.Value || strconvQuote(s) == dur.Value) })
 		if field == "" {
 			field = "body"
@@ -126,7 +132,125 @@ func jsonError(err error, body []byte) *api.Error {
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return api.Invalid("body", "malformed JSON: unexpected end of input")
 	}
+	// Another type's own UnmarshalJSON failed (a time such as deliverAt): name that field.
+	if field, t := locateBadValue(body, target); field != "" {
+		if t == timeType {
+			return api.Invalid(field, "%s must be an RFC 3339 time such as \"2030-01-02T15:04:05Z\"", field)
+		}
+		return api.Invalid(field, "%s: %s", field, strings.TrimPrefix(msg, "json: "))
+	}
 	return api.Invalid("body", "invalid request: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+var (
+	unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+	timeType        = reflect.TypeFor[time.Time]()
+)
+
+// locateBadValue walks the body along the Go type it is decoded into and returns the path of the
+// first value (object members in sorted order) that a type with its own UnmarshalJSON, such as
+// api.Duration or time.Time, refuses; and that type.
+func locateBadValue(body []byte, target reflect.Type) (string, reflect.Type) {
+	var root any
+	if target == nil || json.Unmarshal(body, &root) != nil {
+		return "", nil
+	}
+	var walk func(v any, t reflect.Type, at string) (string, reflect.Type)
+	walk = func(v any, t reflect.Type, at string) (string, reflect.Type) {
+		pointer := false
+		for t.Kind() == reflect.Pointer {
+			t, pointer = t.Elem(), true
+		}
+		if reflect.PointerTo(t).Implements(unmarshalerType) {
+			if v == nil && pointer {
+				return "", nil // null leaves a pointer nil
+			}
+			raw, _ := json.Marshal(v)
+			if json.Unmarshal(raw, reflect.New(t).Interface()) != nil {
+				return at, t
+			}
+			return "", nil
+		}
+		join := func(k string) string {
+			if at == "" {
+				return k
+			}
+			return at + "." + k
+		}
+		switch t.Kind() {
+		case reflect.Struct:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return "", nil
+			}
+			for _, k := range sortedKeys(m) {
+				if f, ok := jsonField(t, k); ok {
+					if p, bad := walk(m[k], f.Type, join(k)); p != "" {
+						return p, bad
+					}
+				}
+			}
+		case reflect.Slice, reflect.Array:
+			l, ok := v.([]any)
+			if !ok {
+				return "", nil
+			}
+			for i, x := range l {
+				if p, bad := walk(x, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); p != "" {
+					return p, bad
+				}
+			}
+		case reflect.Map:
+			m, ok := v.(map[string]any)
+			if !ok {
+				return "", nil
+			}
+			for _, k := range sortedKeys(m) {
+				if p, bad := walk(m[k], t.Elem(), join(k)); p != "" {
+					return p, bad
+				}
+			}
+		}
+		return "", nil
+	}
+	return walk(root, target, "")
+}
+
+// jsonField finds the struct field (embedded structs included) that encoding/json decodes the
+// member name into: an exact match of its JSON name first, else a case-insensitive one.
+func jsonField(t reflect.Type, name string) (reflect.StructField, bool) {
+	var fold *reflect.StructField
+	for _, f := range reflect.VisibleFields(t) {
+		if !f.IsExported() || f.Anonymous && f.Tag.Get("json") == "" && f.Type.Kind() == reflect.Struct {
+			continue
+		}
+		n, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if n == "-" {
+			continue
+		}
+		if n == "" {
+			n = f.Name
+		}
+		if n == name {
+			return f, true
+		}
+		if fold == nil && strings.EqualFold(n, name) {
+			fold = &f
+		}
+	}
+	if fold != nil {
+		return *fold, true
+	}
+	return reflect.StructField{}, false
+}
+
+func sortedKeys(m map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
@@ -158,6 +282,9 @@ func locate(body []byte, path []string, ok func(any) bool) string {
 	}
 	var walk func(v any, rest []string, at string) string
 	walk = func(v any, rest []string, at string) string {
+		if len(rest) == 0 && ok(v) {
+			return at
+		}
 		if l, isList := v.([]any); isList {
 			for i, x := range l {
 				if p := walk(x, rest, fmt.Sprintf("%s[%d]", at, i)); p != "" {
@@ -167,8 +294,13 @@ func locate(body []byte, path []string, ok func(any) bool) string {
 			return ""
 		}
 		if len(rest) == 0 {
-			if ok(v) {
-				return at
+			// encoding/json names a map, not its member: the culprit is one of its values.
+			if m, isMap := v.(map[string]any); isMap {
+				for _, k := range sortedKeys(m) {
+					if ok(m[k]) {
+						return at + "." + k
+					}
+				}
 			}
 			return ""
 		}

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"io"
-	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -56,7 +55,7 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 	var msgs []api.PublishMessage
 	if isJSON(r.Header.Get("Content-Type")) {
 		var req api.PublishRequest
-		if e := decodeBody(r, &req, false); e != nil {
+		if e := decodePublishBody(r, &req); e != nil {
 			writeError(w, e)
 			return
 		}
@@ -78,15 +77,15 @@ func (s *Server) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.PublishResponse{Results: res})
+	writePublishResponse(w, api.PublishResponse{Results: res})
 }
 
+// isJSON reports whether the media type (parameters aside, even malformed ones such as
+// "application/json; charset") is application/json: such a body is always the JSON envelope,
+// never one raw message.
 func isJSON(ct string) bool {
-	if ct == "" {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	return err == nil && mt == "application/json"
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "application/json")
 }
 
 // rawMessage reads a non-JSON body as one message. Attributes come from ce-* headers (kept with

@@ -34,11 +34,12 @@ var storageModes = []storageMode{
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// env is one broker behind a real HTTP listener.
+// env is one broker behind a real HTTP listener, or (url "") called in-process.
 type env struct {
 	t   testing.TB
 	url string
 	c   *http.Client
+	h   http.Handler
 	b   *engine.Broker
 }
 
@@ -50,13 +51,29 @@ func newEnv(t testing.TB, cfg engine.Config) *env {
 	if err != nil {
 		t.Fatalf("engine.Open: %v", err)
 	}
-	srv := httptest.NewServer(server.New(b, quietLog))
+	h := server.New(b, quietLog)
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		// Close the broker first: it ends long polls, so the server's Close does not wait on them.
 		b.Close()
 		srv.Close()
 	})
-	return &env{t: t, url: srv.URL, c: srv.Client(), b: b}
+	c := srv.Client()
+	c.Timeout = time.Minute // longer than any long poll: a hang fails instead of blocking
+	return &env{t: t, url: srv.URL, c: c, h: h, b: b}
+}
+
+// newInProcessEnv opens a broker with cfg and calls server.New's handler directly, without a
+// listener: what fuzzing needs, many thousand requests a second.
+func newInProcessEnv(t testing.TB, cfg engine.Config) *env {
+	t.Helper()
+	cfg.Logger = quietLog
+	b, err := engine.Open(cfg)
+	if err != nil {
+		t.Fatalf("engine.Open: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return &env{t: t, h: server.New(b, quietLog), b: b}
 }
 
 // forEachMode runs fn as a subtest per storage mode, each on a fresh broker.
@@ -93,6 +110,15 @@ func (e *env) tryDo(method, path string, body []byte, header ...string) (respons
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
+	}
+	if e.url == "" {
+		req := httptest.NewRequest(method, path, rd)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Add(header[i], header[i+1])
+		}
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}, nil
 	}
 	req, err := http.NewRequest(method, e.url+path, rd)
 	if err != nil {

@@ -7,10 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,13 +56,26 @@ type SinkStats struct {
 	Duplicates   int64            `json:"duplicates"`   // 2xx answers for an id already answered 2xx
 	Bytes        int64            `json:"bytes"`        // body bytes received
 	ByStatus     map[string]int64 `json:"byStatus"`
+	// FirstAt and LastAt are when the first and the latest unique message was answered 2xx.
+	FirstAt *time.Time `json:"firstAt,omitempty"`
+	LastAt  *time.Time `json:"lastAt,omitempty"`
+	// Publish-to-receive latency of unique messages (from their Herald-Publish-Time header), in
+	// milliseconds; a benchmark reads these.
+	LatencyP50Ms  float64 `json:"latencyP50Ms"`
+	LatencyP99Ms  float64 `json:"latencyP99Ms"`
+	LatencyP999Ms float64 `json:"latencyP999Ms"`
+	LatencyMaxMs  float64 `json:"latencyMaxMs"`
 }
+
+// maxLatencySamples bounds the sink's memory: a benchmark's worth of samples.
+const maxLatencySamples = 4 << 20
 
 type sink struct {
 	cfg  sinkConfig
 	mu   sync.Mutex
 	st   SinkStats
 	seen map[string]struct{}
+	lat  []time.Duration // publish-to-receive latency of unique messages
 }
 
 func runSink(args []string, stdout, stderr io.Writer) error {
@@ -132,6 +147,15 @@ func (s *sink) stats() SinkStats {
 	for k, v := range s.st.ByStatus {
 		st.ByStatus[k] = v
 	}
+	if len(s.lat) > 0 {
+		lat := slices.Clone(s.lat)
+		slices.Sort(lat)
+		pct := func(p float64) float64 {
+			i := int(math.Ceil(p*float64(len(lat)))) - 1
+			return float64(lat[max(i, 0)]) / 1e6
+		}
+		st.LatencyP50Ms, st.LatencyP99Ms, st.LatencyP999Ms, st.LatencyMaxMs = pct(0.50), pct(0.99), pct(0.999), pct(1)
+	}
 	return st
 }
 
@@ -191,6 +215,14 @@ func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.seen[id] = struct{}{}
 			s.st.Unique++
+			now := time.Now()
+			if s.st.FirstAt == nil {
+				s.st.FirstAt = &now
+			}
+			s.st.LastAt = &now
+			if pt, err := time.Parse(time.RFC3339Nano, r.Header.Get("Herald-Publish-Time")); err == nil && len(s.lat) < maxLatencySamples {
+				s.lat = append(s.lat, now.Sub(pt))
+			}
 		}
 	case code == http.StatusUnauthorized && note != "":
 		s.st.BadSignature++
