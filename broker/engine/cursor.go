@@ -3,6 +3,8 @@ package engine
 import (
 	"container/heap"
 	"time"
+
+	"github.com/heraldmq/herald/broker/store"
 )
 
 // cursor is a subscription's position in one partition. Offsets below floor are done; in
@@ -20,6 +22,8 @@ type cursor struct {
 	// behind it in offset order.
 	active  map[string]int64
 	blocked map[string][]int64
+	// ahead holds records read but not yet delivered, starting at next (see readAhead).
+	ahead []store.Record
 }
 
 // entry is one pending message.

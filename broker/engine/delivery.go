@@ -222,11 +222,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 	for i := 0; i < n && !full(); i++ {
 		c := s.cursors[(s.rr+i)%n]
 		for !full() && c.next < c.p.log.EndOffset() {
-			want := max - len(out)
-			if s.filter != nil && want < 100 {
-				want = 100 // read ahead: a filter may skip many
-			}
-			recs, err := c.p.log.Read(c.next, want, maxPullBytes)
+			recs, err := c.readAhead(max - len(out))
 			if errors.Is(err, store.ErrOutOfRange) {
 				s.clampToLog(c)
 				continue
@@ -239,6 +235,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 			}
 			for k := range recs {
 				if full() {
+					c.ahead = recs[k:] // the next pull starts here without reading again
 					break
 				}
 				rec := &recs[k]
@@ -703,4 +700,26 @@ func (e *entry) deadLetter(rec store.Record, c *cursor, r *api.RetryPolicy, now 
 		reason += "; last error: " + e.lastErr
 	}
 	return deadLetter{rec: rec, c: c, attempts: e.attempts, reason: reason, status: e.lastStatus}
+}
+
+// Read-ahead: a log read costs about the same for one record as for a few hundred (the store
+// reads and checks whole batches), and push dispatchers and small pulls ask for a few at a
+// time. So a cursor reads up to readAheadRecords and keeps what it did not deliver for the
+// next call.
+const (
+	readAheadRecords = 256
+	readAheadBytes   = 1 << 20
+)
+
+// readAhead returns records from c.next on: the ones read ahead last time if they start there,
+// else a fresh read of at least want records.
+func (c *cursor) readAhead(want int) ([]store.Record, error) {
+	if len(c.ahead) > 0 {
+		recs := c.ahead
+		c.ahead = nil
+		if recs[0].Offset == c.next {
+			return recs, nil
+		}
+	}
+	return c.p.log.Read(c.next, max(want, readAheadRecords), max(readAheadBytes, maxPullBytes/8))
 }
