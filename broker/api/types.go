@@ -130,7 +130,7 @@ type SubscriptionStats struct {
 	Failed       int64  `json:"failed"`
 	DeadLettered int64  `json:"deadLettered"`
 	Expired      int64  `json:"expired"` // skipped because older than the topic's messageTTL
-	LastError    string `json:"lastError,omitempty"`
+	LastError    string `json:"lastError"`
 	// LastErrorTime is when LastError happened.
 	LastErrorTime *time.Time `json:"lastErrorTime,omitempty"`
 }
@@ -154,9 +154,9 @@ type Message struct {
 	Partition       int               `json:"partition"`
 	Offset          int64             `json:"offset"`
 	Data            []byte            `json:"data"`
-	Attributes      map[string]string `json:"attributes,omitempty"`
-	Key             string            `json:"key,omitempty"`
-	Tag             string            `json:"tag,omitempty"`
+	Attributes      map[string]string `json:"attributes"`
+	Key             string            `json:"key"`
+	Tag             string            `json:"tag"`
 	OrderingKey     string            `json:"orderingKey,omitempty"`
 	PublishTime     time.Time         `json:"publishTime"`
 	DeliveryAttempt int               `json:"deliveryAttempt"`

@@ -315,7 +315,7 @@ func (s *subscription) leaseLocked(c *cursor, e *entry, rec *store.Record, vis t
 		Partition:       c.p.index,
 		Offset:          rec.Offset,
 		Data:            nonNil(rec.Data),
-		Attributes:      rec.Attributes,
+		Attributes:      attrsOrEmpty(rec.Attributes),
 		Key:             rec.Key,
 		Tag:             rec.Tag,
 		OrderingKey:     rec.OrderingKey,
@@ -516,7 +516,7 @@ func (b *Broker) Peek(name string, max int) ([]api.Message, error) {
 	}
 	render := func(c *cursor, rec *store.Record, attempts int) {
 		out = append(out, api.Message{ID: rec.ID, Partition: c.p.index, Offset: rec.Offset, Data: nonNil(rec.Data),
-			Attributes: rec.Attributes, Key: rec.Key, Tag: rec.Tag, OrderingKey: rec.OrderingKey,
+			Attributes: attrsOrEmpty(rec.Attributes), Key: rec.Key, Tag: rec.Tag, OrderingKey: rec.OrderingKey,
 			PublishTime: time.Unix(0, rec.Timestamp).UTC(), DeliveryAttempt: attempts})
 	}
 	for _, c := range s.cursors {
@@ -722,4 +722,15 @@ func (c *cursor) readAhead(want int) ([]store.Record, error) {
 		}
 	}
 	return c.p.log.Read(c.next, max(want, readAheadRecords), max(readAheadBytes, maxPullBytes/8))
+}
+
+// emptyAttrs is what a message without attributes shows: {} rather than null in JSON. Shared and
+// never written to.
+var emptyAttrs = map[string]string{}
+
+func attrsOrEmpty(a map[string]string) map[string]string {
+	if a == nil {
+		return emptyAttrs
+	}
+	return a
 }

@@ -534,7 +534,7 @@ func TestPullCommand(t *testing.T) {
 					resp: `{"messages":[{"id":"m1","receiptHandle":"rh-1","partition":0,"offset":0,"data":"eA==","publishTime":"2026-01-02T03:04:05Z","deliveryAttempt":1}]}`},
 				{method: "POST", path: "/v1/subscriptions/s/ack", body: `{"receiptHandles":["rh-1"]}`, status: 200, resp: `{"acked":1,"invalid":[]}`},
 			},
-			jsonOut: []string{`{"messages":[{"id":"m1","receiptHandle":"rh-1","partition":0,"offset":0,"data":"eA==","publishTime":"2026-01-02T03:04:05Z","deliveryAttempt":1}]}`},
+			jsonOut: []string{`{"messages":[{"id":"m1","receiptHandle":"rh-1","partition":0,"offset":0,"data":"eA==","attributes":null,"key":"","tag":"","publishTime":"2026-01-02T03:04:05Z","deliveryAttempt":1}]}`},
 		},
 		{
 			name:   "none, no ack sent",
