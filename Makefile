@@ -64,6 +64,14 @@ verify-chart: helm ## Fail when the chart is out of date with config/; helm lint
 control-plane: ## Build kube-apiserver, etcd, kube-controller-manager, kubectl (cached by version).
 	@hack/build-control-plane.sh
 
+.PHONY: dev
+dev: ## Local cluster (control plane + pod runner, no Docker), the chart and config/samples; stays up (Ctrl-C or make dev-down).
+	@HERALD_TOOLS=$(TOOLS) GO=$(GO) hack/dev.sh up
+
+.PHONY: dev-down
+dev-down: ## Stop what make dev started, leaving no process behind.
+	@hack/dev.sh down
+
 .PHONY: unit
 unit: ## Go tests that need no control plane.
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /controllers -e /test/)

@@ -9,12 +9,18 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/heraldmq/herald/broker/api"
 	"github.com/heraldmq/herald/broker/engine"
+	"github.com/heraldmq/herald/internal/hostsfile"
 )
+
+// hosts is the table of HERALD_HOSTS_FILE (the local cluster's stand-in for cluster DNS, so that
+// an endpoint such as http://<service>.<namespace>.svc resolves there); nil when it is unset.
+var hosts = sync.OnceValue(hostsfile.FromEnv)
 
 // maxRedirects bounds the redirects one push follows.
 const maxRedirects = 5
@@ -85,9 +91,11 @@ func (m *Manager) newTarget(name string, spec api.SubscriptionSpec, prev *target
 func (m *Manager) newTransport(maxInFlight int, timeout time.Duration) *http.Transport {
 	dialTimeout := min(timeout, 30*time.Second)
 	d := &net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second, Control: dialControl(m.b.AllowLinkLocalEndpoints()), Resolver: m.o.Resolver}
+	// Names in HERALD_HOSTS_FILE are dialed at their listed addresses, still through d's Control:
+	// a forbidden address is refused wherever it came from.
 	return &http.Transport{
 		Proxy:                  nil, // a proxy would hide which address is reached
-		DialContext:            d.DialContext,
+		DialContext:            hosts().DialContext(d.DialContext),
 		ForceAttemptHTTP2:      true,
 		MaxIdleConns:           maxInFlight,
 		MaxIdleConnsPerHost:    maxInFlight,
