@@ -156,10 +156,9 @@ up() {
   log "cluster up: $(cat "$dev/ready")"
 
   log "installing charts/herald into namespace $ns"
-  # The operator runs as a process here, not in a pod with the service account's files: it finds
-  # the cluster through KUBECONFIG, so name the leader election's namespace.
+  # The chart names the leader election's namespace itself (the operator runs as a process here,
+  # without the service account's namespace file).
   if ! "$helm" upgrade --install herald charts/herald --namespace "$ns" --create-namespace \
-    --set-json 'extraArgs=["--leader-election-namespace='"$ns"'"]' \
     --wait --timeout "${timeout}s" >/dev/null; then
     log "the chart's operator did not become ready"
     diagnose
