@@ -332,7 +332,7 @@ func testSubscriptions(t *testing.T, e *env) {
 			t.Errorf("GET subscription: %s = %v, want %v", k, got[k], v)
 		}
 	}
-	wantKeys(t, "subscription stats", got["stats"], "backlog", "inFlight", "delivered", "acked", "failed", "deadLettered", "expired")
+	wantKeys(t, "subscription stats", got["stats"], "backlog", "inFlight", "delivered", "acked", "failed", "deadLettered", "expired", "lastError")
 
 	// Settings may change; the topic and startAt may not.
 	upd := decode[api.Subscription](t, e.json("PUT", "/v1/subscriptions/orders-worker", strings.Replace(spec, `"30s"`, `"45s"`, 1)).want(t, 200))
