@@ -39,14 +39,23 @@ import (
 const testImage = "registry.test/heraldmq/herald:v9.9.9"
 
 var (
-	testEnv   *envtest.Environment
-	k8s       client.Client // admin client of the tests (its writes are not counted)
-	adminUser *envtest.AuthenticatedUser
-	writes    = &writeCounter{}
-	recons    = &reconcileCounter{counts: map[types.NamespacedName]int{}}
-	setupErr  error
-	assetsDir = os.Getenv("KUBEBUILDER_ASSETS")
+	testEnv     *envtest.Environment
+	k8s         client.Client // admin client of the tests (its writes are not counted)
+	adminUser   *envtest.AuthenticatedUser
+	writes      = &writeCounter{}
+	recons      = &reconcileCounter{counts: map[types.NamespacedName]int{}} // BrokerClusters
+	topicRecons = &reconcileCounter{counts: map[types.NamespacedName]int{}}
+	subRecons   = &reconcileCounter{counts: map[types.NamespacedName]int{}}
+	setupErr    error
+	assetsDir   = os.Getenv("KUBEBUILDER_ASSETS")
+	// scaleRun: HERALD_SCALE=1 runs the scale benchmark (scale_test.go) against an operator with
+	// the production settings (resync interval, concurrency); the other tests then take longer.
+	scaleRun = os.Getenv("HERALD_SCALE") == "1"
 )
+
+// testResync is the operator's resync interval in the tests: short, so that drift is corrected
+// and a dead broker noticed within seconds.
+const testResync = 2 * time.Second
 
 func TestMain(m *testing.M) {
 	if assetsDir == "" {
@@ -58,6 +67,16 @@ func TestMain(m *testing.M) {
 		logOpts = append(logOpts, zap.Level(zapcore.ErrorLevel))
 	}
 	logf.SetLogger(zap.New(logOpts...))
+	binDir, err := os.MkdirTemp("", "herald-controllers-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if heraldBin, err = buildHerald(binDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(binDir)
+		os.Exit(1)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stop, err := startEnvironment(ctx)
 	if err != nil {
@@ -69,6 +88,7 @@ func TestMain(m *testing.M) {
 	if stop != nil {
 		stop()
 	}
+	os.RemoveAll(binDir)
 	os.Exit(code)
 }
 
@@ -142,14 +162,30 @@ func startEnvironment(ctx context.Context) (_ func(), err error) {
 		return nil, err
 	}
 	opCfg.WrapTransport = writes.wrap
-	mgr, err := operator.NewManager(opCfg, operator.Options{
+	// As `herald operator` (ctrl.GetConfig): no client-side rate limit, the API server's priority
+	// and fairness decide.
+	opCfg.QPS = -1
+	opts := operator.Options{
 		MetricsBindAddress:     "0",
 		HealthProbeBindAddress: "0",
 		BrokerImage:            testImage,
 		AfterReconcile: func(req ctrl.Request, _ ctrl.Result, _ error) {
 			recons.observe(req.NamespacedName)
 		},
-	})
+		AfterTopicReconcile: func(req ctrl.Request, _ ctrl.Result, _ error) {
+			topicRecons.observe(req.NamespacedName)
+		},
+		AfterSubscriptionReconcile: func(req ctrl.Request, _ ctrl.Result, _ error) {
+			subRecons.observe(req.NamespacedName)
+		},
+		BrokerURLOverride: brokerURLs,
+		ResyncInterval:    testResync,
+	}
+	if scaleRun {
+		opts.ResyncInterval = 0 // the default
+		opts.MaxConcurrentReconciles = envInt("HERALD_SCALE_CONCURRENCY", 0)
+	}
+	mgr, err := operator.NewManager(opCfg, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +264,7 @@ func startControllerManager(ctx context.Context) (func(), error) {
 	kcmCtx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(kcmCtx, bin,
 		"--kubeconfig="+kcfg,
-		"--controllers=statefulset-controller,garbage-collector-controller",
+		"--controllers=statefulset-controller,garbage-collector-controller,namespace-controller,persistentvolumeclaim-protection-controller",
 		"--leader-elect=false",
 		"--secure-port=0",
 	)
@@ -289,7 +325,7 @@ type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// reconcileCounter counts finished reconciles per BrokerCluster.
+// reconcileCounter counts finished reconciles per object.
 type reconcileCounter struct {
 	mu     sync.Mutex
 	counts map[types.NamespacedName]int
@@ -307,8 +343,20 @@ func (r *reconcileCounter) get(key types.NamespacedName) int {
 	return r.counts[key]
 }
 
-// newNamespace creates a namespace for one test (envtest has no namespace controller, so they are
-// left behind; every test uses its own).
+// inNamespace sums the reconciles of the objects of namespace ns.
+func (r *reconcileCounter) inNamespace(ns string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for k, c := range r.counts {
+		if k.Namespace == ns {
+			n += c
+		}
+	}
+	return n
+}
+
+// newNamespace creates a namespace for one test (they are left behind; every test uses its own).
 func newNamespace(t *testing.T, g *WithT) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "herald-test-"}}

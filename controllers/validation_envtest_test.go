@@ -106,6 +106,18 @@ func TestCRDValidationRejects(t *testing.T) {
 			wantMsgs: []string{"retry.minBackoff must not exceed retry.maxBackoff"},
 		},
 		{
+			name: "subscription with an unknown retry policy",
+			manifest: `{apiVersion: herald.dev/v1alpha1, kind: Subscription, metadata: {name: s5b},
+				spec: {clusterRef: {name: c}, topic: t, retry: {policy: fibonacci}}}`,
+			wantMsgs: []string{"spec.retry.policy", `supported values: "linear", "exponential", "mns-backoff", "mns-exponential-decay"`},
+		},
+		{
+			name: "topic with more partitions than a broker allows",
+			manifest: `{apiVersion: herald.dev/v1alpha1, kind: Topic, metadata: {name: t5},
+				spec: {clusterRef: {name: c}, partitions: 4097}}`,
+			wantMsgs: []string{"spec.partitions", "4096"},
+		},
+		{
 			name: "subscription with an unknown push format",
 			manifest: `{apiVersion: herald.dev/v1alpha1, kind: Subscription, metadata: {name: s6},
 				spec: {clusterRef: {name: c}, topic: t, push: {uri: "http://x/", format: xml}}}`,
@@ -221,6 +233,12 @@ func TestCRDValidationTransitions(t *testing.T) {
 		err = mergePatch(`{"spec":{"topicName":null}}`)
 		g.Expect(err).NotTo(HaveOccurred(), "removing it keeps the same effective name")
 	})
+	t.Run("clusterRef is immutable", func(t *testing.T) {
+		g := gt(t)
+		err := mergePatch(`{"spec":{"clusterRef":{"name":"other"}}}`)
+		g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "%v", err)
+		g.Expect(err.Error()).To(ContainSubstring("clusterRef is immutable"))
+	})
 	t.Run("other fields change freely", func(t *testing.T) {
 		g := gt(t)
 		g.Expect(mergePatch(`{"spec":{"retention":{"maxAge":"72h","maxBytes":1000},"messageTTL":"1h","deletionPolicy":"Retain"}}`)).To(Succeed())
@@ -266,10 +284,20 @@ func TestCRDDefaults(t *testing.T) {
 	g.Expect(*sub.Spec.Push.Timeout).To(Equal(heraldv1.Duration("10s")))
 	g.Expect(sub.Spec.Push.MaxInFlight).To(Equal(int32(16)))
 	g.Expect(sub.Spec.Retry.Policy).To(Equal(heraldv1.RetryExponential))
-	g.Expect(*sub.Spec.Retry.MinBackoff).To(Equal(heraldv1.Duration("1s")))
-	g.Expect(*sub.Spec.Retry.MaxBackoff).To(Equal(heraldv1.Duration("10m")))
-	g.Expect(sub.Spec.Retry.MaxAttempts).To(Equal(int32(10)))
+	// minBackoff, maxBackoff and maxAttempts default per policy (the operator fills them in), so
+	// the CRD leaves them unset.
+	g.Expect(sub.Spec.Retry.MinBackoff).To(BeNil())
+	g.Expect(sub.Spec.Retry.MaxBackoff).To(BeNil())
+	g.Expect(sub.Spec.Retry.MaxAttempts).To(BeZero())
 	g.Expect(*sub.Spec.Retry.MaxAge).To(Equal(heraldv1.Duration("24h")))
+	for _, policy := range []heraldv1.RetryPolicy{heraldv1.RetryLinear, heraldv1.RetryMNSBackoff, heraldv1.RetryMNSExponentialDecay} {
+		s := &heraldv1.Subscription{
+			ObjectMeta: metav1.ObjectMeta{Name: "s-" + string(policy), Namespace: ns},
+			Spec: heraldv1.SubscriptionSpec{ClusterRef: heraldv1.ClusterReference{Name: "c"}, Topic: "orders",
+				Retry: heraldv1.RetrySpec{Policy: policy}},
+		}
+		g.Expect(k8s.Create(ctx, s)).To(Succeed(), "retry.policy %s", policy)
+	}
 	g.Expect(*sub.Spec.AckDeadline).To(Equal(heraldv1.Duration("30s")))
 	g.Expect(sub.Spec.StartAt).To(Equal("latest"))
 	g.Expect(sub.Spec.DeletionPolicy).To(Equal(heraldv1.DeletionPolicyDelete))

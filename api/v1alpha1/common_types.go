@@ -16,8 +16,9 @@ const (
 	// ConditionDegraded (BrokerCluster) is True when the cluster cannot reach its desired state: an
 	// invalid spec, a rejected child object, or pods that stay unready.
 	ConditionDegraded = "Degraded"
-	// ConditionDrifted (Topic) is True when the broker-side topic was changed behind the operator's
-	// back; the operator corrects it and reports what it corrected.
+	// ConditionDrifted (Topic, Subscription) is True when the broker-side object was deleted or
+	// changed behind the operator's back; the operator corrects it and reports what it corrected.
+	// It returns to False once a later resync finds the broker in sync.
 	ConditionDrifted = "Drifted"
 )
 

@@ -20,7 +20,7 @@ const (
 )
 
 // RetryPolicy is how the delay between delivery attempts grows.
-// +kubebuilder:validation:Enum=linear;exponential
+// +kubebuilder:validation:Enum=linear;exponential;mns-backoff;mns-exponential-decay
 type RetryPolicy string
 
 const (
@@ -28,6 +28,12 @@ const (
 	RetryLinear RetryPolicy = "linear"
 	// RetryExponential waits minBackoff, 2×minBackoff, 4×minBackoff, … up to maxBackoff.
 	RetryExponential RetryPolicy = "exponential"
+	// RetryMNSBackoff is Alibaba MNS's BACKOFF_RETRY: a random delay between minBackoff and
+	// maxBackoff (defaults 10s and 20s), 4 attempts by default.
+	RetryMNSBackoff RetryPolicy = "mns-backoff"
+	// RetryMNSExponentialDecay is Alibaba MNS's EXPONENTIAL_DECAY_RETRY: 1s, 2s, 4s, … up to
+	// maxBackoff (default 512s), 177 attempts by default (about 24 hours).
+	RetryMNSExponentialDecay RetryPolicy = "mns-exponential-decay"
 )
 
 // SubscriptionMode is how a subscription delivers: Push or Pull.
@@ -42,7 +48,8 @@ const (
 
 // SubscriptionSpec is the desired state of a subscription to a Topic.
 type SubscriptionSpec struct {
-	// The BrokerCluster, in this namespace, that holds the subscription and its topic.
+	// The BrokerCluster, in this namespace, that holds the subscription and its topic. Immutable.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterRef is immutable; create a new Subscription instead"
 	ClusterRef ClusterReference `json:"clusterRef"`
 
 	// Name of the Topic object, in this namespace, to subscribe to.
@@ -179,23 +186,25 @@ type SecretReference struct {
 // RetrySpec is when a message is delivered again.
 // +kubebuilder:validation:XValidation:rule="!has(self.minBackoff) || !has(self.maxBackoff) || duration(self.minBackoff) <= duration(self.maxBackoff)",message="retry.minBackoff must not exceed retry.maxBackoff"
 type RetrySpec struct {
-	// How the delay between attempts grows: linear or exponential.
+	// How the delay between attempts grows: linear, exponential, or one of the presets of Alibaba
+	// MNS: mns-backoff (a random delay between minBackoff and maxBackoff) and
+	// mns-exponential-decay (exponential up to 512s, for about a day). The defaults of minBackoff,
+	// maxBackoff and maxAttempts depend on the policy.
 	// +kubebuilder:default=exponential
 	// +optional
 	Policy RetryPolicy `json:"policy,omitempty"`
 
-	// Delay before the first redelivery.
-	// +kubebuilder:default="1s"
+	// Delay before the first redelivery. Unset: 1s (10s for mns-backoff).
 	// +optional
 	MinBackoff *Duration `json:"minBackoff,omitempty"`
 
-	// Longest delay between two attempts.
-	// +kubebuilder:default="10m"
+	// Longest delay between two attempts. Unset: 10m (20s for mns-backoff, 512s for
+	// mns-exponential-decay).
 	// +optional
 	MaxBackoff *Duration `json:"maxBackoff,omitempty"`
 
-	// Deliveries of one message before it goes to deadLetterTopic (or is dropped).
-	// +kubebuilder:default=10
+	// Deliveries of one message before it goes to deadLetterTopic (or is dropped). Unset: 10 (4
+	// for mns-backoff, 177 for mns-exponential-decay).
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	MaxAttempts int32 `json:"maxAttempts,omitempty"`
@@ -241,7 +250,8 @@ type SubscriptionStatus struct {
 	// +optional
 	LastError string `json:"lastError,omitempty"`
 
-	// Latest observations: Ready.
+	// Latest observations: Ready (reasons such as TopicNotReady, ServiceNotFound,
+	// SigningSecretNotFound, ClusterNotReady, BrokerUnreachable), Drifted.
 	// +listType=map
 	// +listMapKey=type
 	// +patchStrategy=merge

@@ -6,7 +6,8 @@ import (
 
 // TopicSpec is the desired state of a topic on a BrokerCluster.
 type TopicSpec struct {
-	// The BrokerCluster, in this namespace, that holds the topic.
+	// The BrokerCluster, in this namespace, that holds the topic. Immutable.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="clusterRef is immutable; create a new Topic instead"
 	ClusterRef ClusterReference `json:"clusterRef"`
 
 	// Name of the topic on the brokers. Unset: metadata.name. Immutable.
@@ -20,7 +21,7 @@ type TopicSpec struct {
 	// never shrink.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=10000
+	// +kubebuilder:validation:Maximum=4096
 	// +kubebuilder:validation:XValidation:rule="self >= oldSelf",message="partitions cannot be decreased (messages are spread over the existing partitions); create a new Topic instead"
 	// +optional
 	Partitions int32 `json:"partitions,omitempty"`

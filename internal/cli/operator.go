@@ -49,6 +49,19 @@ func runOperator(args []string, _, stderr io.Writer) error {
 		"image of brokers whose BrokerCluster sets no spec.image: the operator's own (env HERALD_BROKER_IMAGE)")
 	fs.DurationVar(&o.ProgressDeadline, "progress-deadline", controllers.DefaultProgressDeadline,
 		"a BrokerCluster whose rollout is not done after this long is reported Degraded")
+	override := fs.String("broker-url-override", os.Getenv("HERALD_BROKER_URL_OVERRIDE"),
+		"where the operator reaches the brokers, instead of each BrokerCluster's client Service (its status.endpoint,\n"+
+			"http://NAME.NAMESPACE.svc:PORT): for runs outside the cluster and tests. A comma-separated list of\n"+
+			"NAMESPACE/NAME=URL (one BrokerCluster) and at most one bare URL (every other BrokerCluster); a URL may\n"+
+			"contain {namespace} and {name}. Examples: http://127.0.0.1:18080 (say, through kubectl port-forward),\n"+
+			"team-a/orders=http://127.0.0.1:18080,http://{name}.{namespace}.example:8080 (env HERALD_BROKER_URL_OVERRIDE)")
+	fs.DurationVar(&o.ResyncInterval, "resync-interval", controllers.DefaultResyncInterval,
+		"how often each Topic and Subscription is compared with the brokers: drift (a change or deletion behind the\n"+
+			"operator's back) is corrected and the statistics in its status refreshed (written only when they changed)")
+	fs.IntVar(&o.MaxConcurrentReconciles, "max-concurrent-reconciles", controllers.DefaultMaxConcurrentReconciles,
+		"Topics, and Subscriptions, reconciled at once")
+	fs.DurationVar(&o.BrokerTimeout, "broker-timeout", controllers.DefaultBrokerTimeout,
+		"bound on one request of the operator to a broker")
 	ctrlconfig.RegisterFlags(fs) // --kubeconfig
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(fs) // --zap-log-level, --zap-devel, ...
@@ -66,6 +79,22 @@ func runOperator(args []string, _, stderr io.Writer) error {
 	}
 	if o.ProgressDeadline <= 0 {
 		return usageError("--progress-deadline must be positive")
+	}
+	if o.ResyncInterval <= 0 {
+		return usageError("--resync-interval must be positive")
+	}
+	if o.MaxConcurrentReconciles <= 0 {
+		return usageError("--max-concurrent-reconciles must be positive")
+	}
+	if o.BrokerTimeout <= 0 {
+		return usageError("--broker-timeout must be positive")
+	}
+	ov, err := controllers.ParseBrokerURLOverride(*override)
+	if err != nil {
+		return usageError("--broker-url-override: %v", err)
+	}
+	if ov != nil {
+		o.BrokerURLOverride = ov
 	}
 	o.WatchNamespaces = operator.ParseNamespaces(*watch)
 

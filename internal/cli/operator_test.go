@@ -35,6 +35,13 @@ func TestOperatorFlags(t *testing.T) {
 		{[]string{"operator", "--no-such-flag"}, 2, "flag provided but not defined"},
 		{[]string{"operator", "extra"}, 2, "unexpected arguments"},
 		{[]string{"operator", "--broker-image="}, 2, "--broker-image must not be empty"},
+		{[]string{"operator", "-h"}, 0, "-broker-url-override"},
+		{[]string{"operator", "-h"}, 0, "-resync-interval"},
+		{[]string{"operator", "--broker-url-override=ftp://x"}, 2, "--broker-url-override: broker URL override \"ftp://x\": want an absolute http or https URL"},
+		{[]string{"operator", "--broker-url-override=a/b=http://x:1,http://y:1,http://z:1"}, 2, "two default URLs"},
+		{[]string{"operator", "--broker-url-override=a=http://x:1"}, 2, "want NAMESPACE/NAME=URL or URL"},
+		{[]string{"operator", "--resync-interval=0s"}, 2, "--resync-interval must be positive"},
+		{[]string{"operator", "--max-concurrent-reconciles=0"}, 2, "--max-concurrent-reconciles must be positive"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

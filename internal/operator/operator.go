@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -63,6 +64,22 @@ type Options struct {
 	Now func() time.Time
 	// AfterReconcile, if set, is called after every BrokerCluster reconcile (tests, instrumentation).
 	AfterReconcile func(req ctrl.Request, res ctrl.Result, err error)
+	// AfterTopicReconcile and AfterSubscriptionReconcile, if set, are called after every Topic and
+	// Subscription reconcile (tests, instrumentation).
+	AfterTopicReconcile        func(req ctrl.Request, res ctrl.Result, err error)
+	AfterSubscriptionReconcile func(req ctrl.Request, res ctrl.Result, err error)
+
+	// BrokerURLOverride, if set, says where the brokers of a BrokerCluster are, instead of the
+	// cluster's client Service (status.endpoint): for out-of-cluster runs and tests.
+	BrokerURLOverride controllers.BrokerURLResolver
+	// ResyncInterval is how often each Topic and Subscription is compared with the brokers (drift
+	// is corrected, statistics refreshed); zero: controllers.DefaultResyncInterval.
+	ResyncInterval time.Duration
+	// MaxConcurrentReconciles of the Topic and of the Subscription controller; zero:
+	// controllers.DefaultMaxConcurrentReconciles.
+	MaxConcurrentReconciles int
+	// BrokerTimeout bounds one request to a broker; zero: controllers.DefaultBrokerTimeout.
+	BrokerTimeout time.Duration
 }
 
 // DefaultLeaderElectionID is the default name of the leader-election Lease.
@@ -104,9 +121,16 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		ByObject: map[client.Object]cache.ByObject{},
 	}
 	managed := labels.SelectorFromSet(labels.Set{controllers.LabelManagedBy: controllers.ManagedBy})
-	for _, obj := range []client.Object{&corev1.ConfigMap{}, &corev1.Service{}, &appsv1.StatefulSet{}, &policyv1.PodDisruptionBudget{}} {
+	for _, obj := range []client.Object{&corev1.ConfigMap{}, &appsv1.StatefulSet{}, &policyv1.PodDisruptionBudget{}} {
 		cacheOpts.ByObject[obj] = cache.ByObject{Label: managed}
 	}
+	// Every Service, since Subscriptions push to Services of their namespace (spec.push.serviceRef);
+	// of those the operator does not manage, only what resolving a serviceRef needs is kept.
+	cacheOpts.ByObject[&corev1.Service{}] = cache.ByObject{Transform: stripUnmanagedService}
+	// Secrets are watched by their metadata only (signing-secret rotation); their data is read
+	// when needed, never cached. Annotations go too: kubectl's last-applied-configuration would
+	// hold the data.
+	cacheOpts.DefaultTransform = stripPartialMetadata
 	if len(o.WatchNamespaces) > 0 {
 		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range o.WatchNamespaces {
@@ -145,6 +169,30 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the BrokerCluster controller: %w", err)
 	}
+	brokers := &controllers.Brokers{Client: mgr.GetClient(), Override: o.BrokerURLOverride, Timeout: o.BrokerTimeout}
+	if err := (&controllers.TopicReconciler{
+		Client:                  mgr.GetClient(),
+		Brokers:                 brokers,
+		Recorder:                mgr.GetEventRecorder(EventSource),
+		ResyncInterval:          o.ResyncInterval,
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		Now:                     o.Now,
+		AfterReconcile:          o.AfterTopicReconcile,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Topic controller: %w", err)
+	}
+	if err := (&controllers.SubscriptionReconciler{
+		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
+		Brokers:                 brokers,
+		Recorder:                mgr.GetEventRecorder(EventSource),
+		ResyncInterval:          o.ResyncInterval,
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+		Now:                     o.Now,
+		AfterReconcile:          o.AfterSubscriptionReconcile,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the Subscription controller: %w", err)
+	}
 	if o.HealthProbeBindAddress != "" && o.HealthProbeBindAddress != "0" {
 		if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 			return nil, err
@@ -168,8 +216,13 @@ func Run(ctx context.Context, cfg *rest.Config, o Options) error {
 	if err != nil {
 		return err
 	}
+	override := ""
+	if o.BrokerURLOverride != nil {
+		override = fmt.Sprint(o.BrokerURLOverride)
+	}
 	ctrl.Log.WithName("operator").Info("starting", "version", version.Get(), "brokerImage", firstNonEmpty(o.BrokerImage, DefaultBrokerImage()),
-		"watchNamespaces", o.WatchNamespaces, "leaderElection", o.LeaderElection)
+		"watchNamespaces", o.WatchNamespaces, "leaderElection", o.LeaderElection, "brokerURLOverride", override,
+		"resyncInterval", firstNonZero(o.ResyncInterval, controllers.DefaultResyncInterval))
 	return mgr.Start(ctx)
 }
 
@@ -178,4 +231,35 @@ func firstNonEmpty(a, b string) string {
 		return a
 	}
 	return b
+}
+
+func firstNonZero(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+// stripUnmanagedService keeps, of a Service the operator does not manage, what resolving a
+// Subscription's serviceRef needs; the operator's own Services keep their managedFields (the
+// BrokerCluster controller compares them with what it applies).
+func stripUnmanagedService(obj any) (any, error) {
+	svc, ok := obj.(*corev1.Service)
+	if !ok || svc.Labels[controllers.LabelManagedBy] == controllers.ManagedBy {
+		return obj, nil
+	}
+	svc.ManagedFields = nil
+	svc.Annotations = nil
+	svc.Status = corev1.ServiceStatus{}
+	return svc, nil
+}
+
+// stripPartialMetadata drops the annotations and managedFields of objects watched by metadata only
+// (Secrets).
+func stripPartialMetadata(obj any) (any, error) {
+	if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+		m.ManagedFields = nil
+		m.Annotations = nil
+	}
+	return obj, nil
 }
