@@ -15,7 +15,7 @@ export HERALD_CACHE := $(CACHE)
 
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build bin/herald.
@@ -75,6 +75,10 @@ dev-down: ## Stop what make dev started, leaving no process behind.
 .PHONY: unit
 unit: ## Go tests that need no control plane.
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e /controllers -e /test/)
+
+.PHONY: e2e
+e2e: helm ## End-to-end suite (test/e2e; `make test` runs it too): local cluster, helm install, brokers, push, crash, roll, uninstall.
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$$(hack/build-control-plane.sh) $(GO) test -count=1 -timeout 10m -v ./test/e2e/
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.

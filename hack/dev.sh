@@ -5,8 +5,10 @@
 # (hack/tools.sh, cached); starts bin/herald-dev (test/cluster/cmd/herald-dev: etcd,
 # kube-apiserver, kube-controller-manager and the pod runner that runs Herald's pods as local
 # processes of bin/herald, each on its own 127.x address); installs charts/herald with helm;
-# applies config/samples; waits for the BrokerCluster's broker pod to be Ready; publishes a
-# message through the pod's address; prints how to use the cluster; and stays up until Ctrl-C or
+# applies config/samples (and orders-consumer.yaml, the push sample's `herald sink` receiver);
+# waits for the BrokerCluster's broker pod to be Ready; publishes a few messages through the pod's
+# address; shows them delivered (the sink's /stats and `kubectl logs`); prints how to use the
+# cluster; and stays up until Ctrl-C or
 # `make dev-down`, which stop everything.
 #
 # Files: .dev/kubeconfig (admin), .dev/herald-dev.pid, .dev/herald-dev.log, .dev/cluster/logs/,
@@ -164,8 +166,9 @@ up() {
     diagnose
     exit 1
   fi
-  log "applying config/samples"
+  log "applying config/samples (and the push sample's receiver, orders-consumer: herald sink)"
   "$kubectl" apply -k config/samples >/dev/null
+  "$kubectl" apply -f config/samples/orders-consumer.yaml >/dev/null
 
   log "waiting for the BrokerCluster's broker pod"
   local sel=app.kubernetes.io/name=herald,app.kubernetes.io/instance=demo
@@ -186,8 +189,34 @@ up() {
     log "Topic orders is not Ready; creating the topic on the broker with the CLI"
     bin/herald topics create orders --partitions 3 --server "http://$ip:8080" >/dev/null
   fi
-  bin/herald publish orders "hello from make dev" --key demo --server "http://$ip:8080" >/dev/null
-  log "published a message to topic orders on demo-0 ($ip)"
+  # The push Subscription starts at the latest message and its receiver must be up: wait for
+  # both before publishing (without a Subscription controller, nothing is pushed).
+  "$kubectl" wait subscriptions.herald.dev --all --for=condition=Ready --timeout=60s >/dev/null 2>&1 ||
+    log "the Subscriptions are not Ready yet (kubectl get subscriptions says why)"
+  "$kubectl" wait pod -l app.kubernetes.io/name=orders-consumer --for=condition=Ready --timeout="${timeout}s" >/dev/null ||
+    log "orders-consumer (herald sink) is not Ready"
+  local n
+  for n in 1 2 3; do
+    bin/herald publish orders "hello $n from make dev" --key "demo-$n" --server "http://$ip:8080" >/dev/null
+  done
+  log "published 3 messages to topic orders on demo-0 ($ip)"
+
+  # Delivered: the push Subscription orders-webhook POSTs them to orders-consumer (herald sink),
+  # which logs a line per push (kubectl logs goes through the pod runner's log endpoint).
+  log "waiting for orders-consumer (herald sink) to receive them"
+  local sinkip got=0
+  sinkip=$("$kubectl" get pod -l app.kubernetes.io/name=orders-consumer -o jsonpath='{.items[0].status.podIP}' 2>/dev/null || true)
+  for i in $(seq 60); do
+    got=$(curl -fsS "http://$sinkip:8080/stats" 2>/dev/null | sed -n 's/.*"unique": *\([0-9]*\).*/\1/p' | head -1 || true)
+    [ "${got:-0}" -ge 3 ] && break
+    sleep 1
+  done
+  if [ "${got:-0}" -ge 3 ]; then
+    log "delivered: orders-consumer received $got messages; its log (kubectl logs deploy/orders-consumer):"
+  else
+    log "orders-consumer has not received the 3 messages yet (got ${got:-0}); kubectl get subscriptions shows why. Its log:"
+  fi
+  "$kubectl" logs deploy/orders-consumer --tail=5 2>&1 | sed 's/^/  /' >&2 || true
 
   cat <<EOF
 
@@ -198,8 +227,13 @@ Herald's local cluster is up (control plane + pod runner; pods are local process
   kubectl get herald
   kubectl get pods -A -o wide
   kubectl logs -n $ns deploy/herald
+  kubectl logs deploy/orders-consumer                  # the push receiver (herald sink): a line per push
+  curl http://$sinkip:8080/stats                       # its counts
   bin/herald topics list --server http://$ip:8080      # demo-0's pod IP
   bin/herald publish orders hi --server http://$ip:8080
+
+Herald objects (kubectl get herald):
+$("$kubectl" get herald 2>&1)
 
 Pods:
 $("$kubectl" get pods -A -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,IP:.status.podIP,READY:.status.containerStatuses[0].ready')
