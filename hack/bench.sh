@@ -168,7 +168,7 @@ run_case nats-default-batched nats-default batched
 
 # --- push ------------------------------------------------------------------------------------
 # run_push NAME throughput|latency DEAD: a broker, `herald sink` as the endpoint and a push
-# subscription (raw, maxInFlight 64). throughput: preload the topic for BENCH_DURATION, then
+# subscription (raw, maxInFlight 64). throughput: preload the topic with PUSH_MESSAGES [200000], then
 # create the subscription (startAt earliest) and measure how fast the sink receives all of it.
 # latency: subscription first, then one sequential publisher; the sink measures publish-to-
 # receive time from each push's Herald-Publish-Time header. DEAD=1 adds a second push
@@ -189,7 +189,7 @@ run_push() {
   local pub=(--server "$srv_url" --topic push --partitions 4 --size "$size" --warmup 0s --output json)
   if [ "$dead" = 1 ]; then "${put[@]}" "$srv_url/v1/subscriptions/dead" -d "$deadsub" >/dev/null; fi
   if [ "$kind" = throughput ]; then
-    "$tmp/herald" bench "${pub[@]}" --batch 100 --concurrency 2 --duration "$duration" >"$dir/pub.json"
+    "$tmp/herald" bench "${pub[@]}" --batch 100 --concurrency 2 --messages "${PUSH_MESSAGES:-200000}" >"$dir/pub.json"
     "${put[@]}" "$srv_url/v1/subscriptions/to-sink" -d "$sub" >/dev/null
   else
     "${put[@]}" "$srv_url/v1/subscriptions/to-sink" -d "$sub" >/dev/null
@@ -219,6 +219,19 @@ if [ "${PUSH_BENCH:-1}" = 1 ]; then
   run_push push-throughput-dead throughput 1
   run_push push-latency latency 0
   run_push push-latency-dead latency 1
+fi
+# --- operator at scale ------------------------------------------------------------------------
+# 1,000 Topics and 1,000 Subscriptions applied at once to envtest with a real broker
+# (controllers/scale_test.go); then a steady-state window counting the operator's API writes.
+scale_md=$tmp/scale.md
+if [ "${SCALE_BENCH:-1}" = 1 ]; then
+  log "operator scale test (${SCALE_OBJECTS:-1000} Topics + Subscriptions, steady state ${SCALE_STEADY:-60s})"
+  if ! (cd "$root" && HERALD_SCALE=1 HERALD_SCALE_REPORT="$scale_md" HERALD_SCALE_OBJECTS="${SCALE_OBJECTS:-1000}" \
+    HERALD_SCALE_STEADY="${SCALE_STEADY:-60s}" KUBEBUILDER_ASSETS=$("$here/build-control-plane.sh") \
+    go test -count=1 -run '^TestScale$' -timeout 20m ./controllers/ >"$tmp/scale.log" 2>&1); then
+    log "scale test failed:"; tail -20 "$tmp/scale.log" >&2
+    echo "(the scale test failed; see its log)" >"$scale_md"
+  fi
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -283,7 +296,7 @@ gen=$tmp/generated.md
   if [ "${PUSH_BENCH:-1}" = 1 ]; then
     echo "Push (\`herald broker --fsync always\` pushing to \`herald sink\` on 127.0.0.1; raw format, maxInFlight 64, 4 partitions, $size-byte messages):"
     echo
-    echo "- *throughput*: the topic is preloaded for ${duration} (batched publishes), then the push subscription is created"
+    echo "- *throughput*: the topic is preloaded with ${PUSH_MESSAGES:-200000} messages (batched publishes), then the push subscription is created"
     echo "  (startAt earliest) and msg/s is the rate at which the sink received all of it (first to last 2xx)."
     echo "- *latency*: the subscription exists first; one sequential publisher for ${duration}; publish→endpoint time per"
     echo "  message, from its Herald-Publish-Time header to its arrival at the sink."
@@ -299,6 +312,12 @@ gen=$tmp/generated.md
     pt=$(f push-throughput '.msgPerSec|round')
     echo
     echo "Goal: push ≥ 20,000 msg/s: $pt msg/s — $(yesno "$pt >= 20000")"
+    echo
+  fi
+  if [ "${SCALE_BENCH:-1}" = 1 ] && [ -s "$scale_md" ]; then
+    echo "Operator at scale (\`HERALD_SCALE=1 go test -run TestScale ./controllers/\`: envtest + a real broker, production settings):"
+    echo
+    cat "$scale_md"
     echo
   fi
   echo "Store benchmarks (\`go test -run='^\$' -bench=. -benchmem -benchtime=${STORE_BENCHTIME:-1s} ./broker/store/\`):"
