@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -49,61 +50,68 @@ func (b *Broker) PutSubscription(name string, spec api.SubscriptionSpec) (api.Su
 	if e != nil {
 		return api.Subscription{}, false, e
 	}
-	v, created, err := b.putSubscription(name, spec, f)
-	if err == nil {
+	v, created, changed, err := b.putSubscription(name, spec, f)
+	if err == nil && changed {
 		b.notifyObservers(name, &v.SubscriptionSpec)
 	}
 	return v, created, err
 }
 
-func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filter) (api.Subscription, bool, error) {
+// putSubscription also reports whether anything changed (an idempotent re-PUT changes nothing
+// and wakes no observer).
+func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filter) (api.Subscription, bool, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.checkOpen(); err != nil {
-		return api.Subscription{}, false, err
+		return api.Subscription{}, false, false, err
 	}
 	if s, ok := b.subs[name]; ok {
 		return b.updateSubscriptionLocked(s, spec, f)
 	}
 	t, ok := b.topics[spec.Topic]
 	if !ok {
-		return api.Subscription{}, false, api.NotFound("topic", "topic %q not found", spec.Topic)
+		return api.Subscription{}, false, false, api.NotFound("topic", "topic %q not found", spec.Topic)
 	}
 	var epoch [4]byte
 	if _, err := rand.Read(epoch[:]); err != nil {
-		return api.Subscription{}, false, err
+		return api.Subscription{}, false, false, err
 	}
 	sm := subMeta{Name: name, Spec: spec, CreateTime: b.cfg.Now().UTC().Truncate(time.Second), Epoch: binary.LittleEndian.Uint32(epoch[:]), TopicIncarnation: t.meta.Incarnation}
 	if !b.cfg.Memory {
 		// A leftover journal of an earlier subscription of this name must not leak into this one.
 		if err := os.RemoveAll(b.journalDir("subs", name)); err != nil {
-			return api.Subscription{}, false, err
+			return api.Subscription{}, false, false, err
 		}
 	}
 	s, err := b.openSubscriptionAt(sm, t, true)
 	if err != nil {
-		return api.Subscription{}, false, err
+		return api.Subscription{}, false, false, err
 	}
 	b.subs[name] = s
 	if err := b.saveMetaLocked(); err != nil {
 		delete(b.subs, name)
 		s.close()
-		return api.Subscription{}, false, err
+		return api.Subscription{}, false, false, err
 	}
 	t.addSubscription(s)
-	return s.view(false), true, nil
+	return s.view(false), true, true, nil
 }
 
-func (b *Broker) updateSubscriptionLocked(s *subscription, spec api.SubscriptionSpec, f *filter) (api.Subscription, bool, error) {
+func (b *Broker) updateSubscriptionLocked(s *subscription, spec api.SubscriptionSpec, f *filter) (api.Subscription, bool, bool, error) {
 	s.mu.Lock()
 	old := s.meta
 	if spec.Topic != old.Spec.Topic {
 		s.mu.Unlock()
-		return api.Subscription{}, false, api.Precondition("topic", "a subscription's topic cannot change (it is %q); delete and re-create it", old.Spec.Topic)
+		return api.Subscription{}, false, false, api.Precondition("topic", "a subscription's topic cannot change (it is %q); delete and re-create it", old.Spec.Topic)
 	}
 	if spec.StartAt != old.Spec.StartAt {
 		s.mu.Unlock()
-		return api.Subscription{}, false, api.Precondition("startAt", "startAt applies only when a subscription is created (it was %q)", old.Spec.StartAt)
+		return api.Subscription{}, false, false, api.Precondition("startAt", "startAt applies only when a subscription is created (it was %q)", old.Spec.StartAt)
+	}
+	if reflect.DeepEqual(old.Spec, spec) {
+		// An idempotent re-PUT (the operator's resync): nothing to write.
+		s.mu.Unlock()
+		return s.view(false), false, false, nil
 	}
 	s.meta.Spec = spec
 	refilter := spec.Filter != old.Spec.Filter
@@ -113,7 +121,7 @@ func (b *Broker) updateSubscriptionLocked(s *subscription, spec api.Subscription
 		s.mu.Lock()
 		s.meta = old
 		s.mu.Unlock()
-		return api.Subscription{}, false, err
+		return api.Subscription{}, false, false, err
 	}
 	if refilter {
 		s.mu.Lock()
@@ -121,7 +129,7 @@ func (b *Broker) updateSubscriptionLocked(s *subscription, spec api.Subscription
 		s.wakeLocked()
 		s.mu.Unlock()
 	}
-	return s.view(false), false, nil
+	return s.view(false), false, true, nil
 }
 
 // openSubscription recovers a subscription from meta.json and its journal.
@@ -451,7 +459,8 @@ func (b *Broker) deleteSubscription(name string) error {
 }
 
 // attachSubscriptions starts detached subscriptions of a re-created topic from its beginning.
-func (b *Broker) attachSubscriptionsLocked(t *topic) error {
+func (b *Broker) attachSubscriptionsLocked(t *topic) (bool, error) {
+	attached := false
 	for _, s := range b.subs {
 		s.mu.Lock()
 		match := s.topic == nil && s.meta.Spec.Topic == t.name
@@ -469,11 +478,12 @@ func (b *Broker) attachSubscriptionsLocked(t *topic) error {
 		err := s.journal.compact(s.snapshotLocked())
 		s.mu.Unlock()
 		if err != nil {
-			return err
+			return attached, err
 		}
 		t.addSubscription(s)
+		attached = true
 	}
-	return nil
+	return attached, nil
 }
 
 func (b *Broker) subscription(name string) (*subscription, error) {

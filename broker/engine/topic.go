@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -126,11 +127,15 @@ func (b *Broker) PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, err
 		delete(b.topics, name)
 		return api.Topic{}, false, err
 	}
-	if err := b.attachSubscriptionsLocked(t); err != nil {
+	attached, err := b.attachSubscriptionsLocked(t)
+	if err != nil {
 		return api.Topic{}, false, err
 	}
-	if err := b.saveMetaLocked(); err != nil {
-		return api.Topic{}, false, err
+	if attached {
+		// The re-attached subscriptions' topic incarnation changed.
+		if err := b.saveMetaLocked(); err != nil {
+			return api.Topic{}, false, err
+		}
 	}
 	return b.topicView(t, false), true, nil
 }
@@ -144,6 +149,12 @@ func (b *Broker) updateTopicLocked(t *topic, spec api.TopicSpec) (api.Topic, boo
 		return api.Topic{}, false, api.Precondition("partitions", "topic %q has %d partitions; partitions can grow but never shrink", t.name, n)
 	}
 	old := t.meta.Spec
+	if reflect.DeepEqual(old, spec) {
+		// An idempotent re-PUT (the operator's resync): nothing to write.
+		view := b.topicView(t, false)
+		t.mu.Unlock()
+		return view, false, nil
+	}
 	added, err := b.openPartitions(t.name, len(t.parts), spec.Partitions)
 	if err != nil {
 		t.mu.Unlock()
