@@ -52,8 +52,10 @@ const (
 
 // BrokerClusterSpec is the desired state of a cluster of Herald brokers.
 type BrokerClusterSpec struct {
-	// Number of broker pods. With more than one, the brokers form a cluster (a Raft metadata group)
-	// and spread partitions across pods; 0 stops the cluster but keeps its volumes.
+	// Number of broker pods; 0 stops the cluster but keeps its volumes. The brokers are meant to
+	// form one cluster (a Raft metadata group spreading partitions across pods), but replication
+	// is not implemented yet: today each pod is an independent broker and the client Service
+	// reaches any of them, so run 1 replica until a release says otherwise.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=99
