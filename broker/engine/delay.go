@@ -273,16 +273,29 @@ func (q *delayQueue) run() {
 	}
 }
 
-// move appends the delayed records at offs to their partitions and journals that.
+// move appends the delayed records at offs to their partitions and journals that, in chunks
+// small enough for one log batch each (a burst of due messages can exceed a segment).
 func (q *delayQueue) move(dt *delayTopic, offs []int64) error {
 	parts := dt.t.partitions()
 	if len(parts) == 0 {
 		return nil // topic deleted meanwhile
 	}
-	batches := make([][]store.Record, len(parts))
-	var done []doneRange
-	now := q.b.cfg.Now()
+	// Only what still waits: after a failed chunk, run re-queues every offset of the call.
+	q.mu.Lock()
+	waiting := offs[:0:0]
 	for _, off := range offs {
+		if _, ok := dt.pending[off]; ok {
+			waiting = append(waiting, off)
+		}
+	}
+	q.mu.Unlock()
+	limit := min(q.b.cfg.SegmentBytes/2, 8<<20)
+	batches := make([][]store.Record, len(parts))
+	var chunk []int64
+	var done []doneRange
+	bytes := int64(0)
+	now := q.b.cfg.Now()
+	for i, off := range waiting {
 		recs, err := dt.log.Read(off, 1, 0)
 		if errors.Is(err, store.ErrClosed) {
 			return nil
@@ -290,24 +303,38 @@ func (q *delayQueue) move(dt *delayTopic, offs []int64) error {
 		if err != nil {
 			return err
 		}
-		if len(recs) != 1 || recs[0].Offset != off {
+		if len(recs) == 1 && recs[0].Offset == off {
+			r := recs[0]
+			p, _ := strconv.Atoi(r.Attributes[attrPartition])
+			if p < 0 || p >= len(parts) {
+				p = 0
+			}
+			delete(r.Attributes, attrDeliverAt)
+			delete(r.Attributes, attrPartition)
+			if len(r.Attributes) == 0 {
+				r.Attributes = nil
+			}
+			// The message enters the topic now: retention and TTL count from here.
+			r.Timestamp = now.UnixNano()
+			batches[p] = append(batches[p], r)
+			done = appendDone(done, 0, off)
+			bytes += int64(len(r.Data)+len(r.Key)+len(r.ID)) + 256
+		}
+		chunk = append(chunk, off)
+		if bytes < limit && i < len(waiting)-1 {
 			continue
 		}
-		r := recs[0]
-		p, _ := strconv.Atoi(r.Attributes[attrPartition])
-		if p < 0 || p >= len(parts) {
-			p = 0
+		if err := q.moveChunk(dt, parts, batches, done, chunk); err != nil {
+			return err
 		}
-		delete(r.Attributes, attrDeliverAt)
-		delete(r.Attributes, attrPartition)
-		if len(r.Attributes) == 0 {
-			r.Attributes = nil
-		}
-		// The message enters the topic now: retention and TTL count from here.
-		r.Timestamp = now.UnixNano()
-		batches[p] = append(batches[p], r)
-		done = appendDone(done, 0, off)
+		batches = make([][]store.Record, len(parts))
+		chunk, done, bytes = nil, nil, 0
 	}
+	return nil
+}
+
+// moveChunk appends one chunk of moved records, journals them as moved and forgets them.
+func (q *delayQueue) moveChunk(dt *delayTopic, parts []*partition, batches [][]store.Record, done []doneRange, offs []int64) error {
 	if err := q.b.appendBatches(dt.t, parts, batches); err != nil {
 		return err
 	}
@@ -371,4 +398,30 @@ func (q *delayQueue) close() error {
 		errs = append(errs, dt.journal.close())
 	}
 	return errors.Join(errs...)
+}
+
+// dropMoved removes delay-log segments whose every record was moved to its topic, so the log
+// holds only what still waits. It runs with retention (about once a minute).
+func (q *delayQueue) dropMoved() {
+	q.mu.Lock()
+	type cut struct {
+		dt    *delayTopic
+		floor int64
+	}
+	var cuts []cut
+	for _, dt := range q.topics {
+		floor := dt.known
+		for off := range dt.pending {
+			floor = min(floor, off)
+		}
+		if floor > dt.log.StartOffset() {
+			cuts = append(cuts, cut{dt, floor})
+		}
+	}
+	q.mu.Unlock()
+	for _, c := range cuts {
+		if _, err := c.dt.log.DropBefore(c.floor); err != nil && !errors.Is(err, store.ErrClosed) {
+			q.b.cfg.Logger.Error("drop moved delayed messages", "topic", c.dt.t.name, "err", err)
+		}
+	}
 }

@@ -237,6 +237,7 @@ func (b *Broker) EnforceRetention() {
 		ts = append(ts, t)
 	}
 	b.mu.RUnlock()
+	b.delays.dropMoved()
 	now := b.cfg.Now()
 	for _, t := range ts {
 		spec := t.spec()

@@ -221,3 +221,49 @@ func FuzzDecodeJournal(f *testing.F) {
 		decodeReceipt(string(b))
 	})
 }
+
+func TestDelayLogDropsMovedSegments(t *testing.T) {
+	forEachMode(t, func(t *testing.T, m mode, cfg Config) {
+		cfg.SegmentBytes = 4096 // a few delayed messages per segment
+		b := open(t, cfg)
+		mustTopic(t, b, "t", api.TopicSpec{})
+		mustSub(t, b, "s", api.SubscriptionSpec{Topic: "t"})
+		d := api.Duration(time.Millisecond)
+		far := api.Duration(24 * time.Hour)
+		body := string(make([]byte, 1000))
+		for i := 0; i < 40; i++ {
+			if _, err := b.Publish("t", []api.PublishMessage{{Text: &body, Delay: &d}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := b.Publish("t", []api.PublishMessage{{Text: text("tomorrow"), Delay: &far}}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if tp, _ := b.GetTopic("t"); tp.Stats.Delayed == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("delayed messages were not moved")
+			}
+		}
+		b.mu.RLock()
+		dt := b.delays.topics["t"]
+		b.mu.RUnlock()
+		before := dt.log.Size()
+		b.EnforceRetention()
+		if start := dt.log.StartOffset(); start == 0 || start > 40 || dt.log.Size() >= before {
+			t.Fatalf("delay log start %d size %d (was %d): moved segments not dropped", dt.log.StartOffset(), dt.log.Size(), before)
+		}
+		if tp, _ := b.GetTopic("t"); tp.Stats.Delayed != 1 {
+			t.Fatalf("the waiting message was lost: delayed = %d", tp.Stats.Delayed)
+		}
+		if m.reopenable {
+			b.Close()
+			b2 := open(t, cfg)
+			if tp, _ := b2.GetTopic("t"); tp.Stats.Delayed != 1 {
+				t.Fatalf("after restart: delayed = %d, want 1", tp.Stats.Delayed)
+			}
+		}
+	})
+}

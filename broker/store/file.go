@@ -709,28 +709,42 @@ func (l *fileLog) OffsetForTime(t int64) (int64, error) {
 // the files are deleted after the lock is released. A reader still on a dropped segment gets
 // ErrOutOfRange, as if it had come a moment later.
 func (l *fileLog) EnforceRetention(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
+	cutoff := int64(math.MinInt64)
+	if maxAge > 0 {
+		cutoff = now.Add(-maxAge).UnixNano()
+	}
+	return l.dropOldest(func(s *segment, _ int64) bool {
+		return s.maxTs < cutoff || (maxBytes > 0 && l.bytes > maxBytes)
+	})
+}
+
+// DropBefore implements Log.
+func (l *fileLog) DropBefore(offset int64) (int64, error) {
+	return l.dropOldest(func(_ *segment, end int64) bool { return end <= offset })
+}
+
+// dropOldest removes the oldest segments, never the active one, while drop holds for the oldest
+// left (given its segment and the offset after its last record; called with l.mu held), and
+// returns the new start offset.
+func (l *fileLog) dropOldest(drop func(s *segment, end int64) bool) (int64, error) {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return 0, ErrClosed
 	}
-	cutoff := int64(math.MinInt64)
-	if maxAge > 0 {
-		cutoff = now.Add(-maxAge).UnixNano()
-	}
-	drop := 0
-	for drop < len(l.segs)-1 {
-		s := l.segs[drop]
-		if s.maxTs >= cutoff && (maxBytes <= 0 || l.bytes <= maxBytes) {
+	n := 0
+	for n < len(l.segs)-1 {
+		s := l.segs[n]
+		if !drop(s, l.segs[n+1].base) {
 			break
 		}
 		l.bytes -= s.size
 		s.removed.Store(true)
-		drop++
+		n++
 	}
-	dropped := l.segs[:drop]
-	if drop > 0 {
-		l.segs = append([]*segment(nil), l.segs[drop:]...)
+	dropped := l.segs[:n]
+	if n > 0 {
+		l.segs = append([]*segment(nil), l.segs[n:]...)
 		kept := l.unsynced[:0:0]
 		for _, s := range l.unsynced {
 			if !s.removed.Load() {

@@ -263,26 +263,38 @@ func (l *memLog) OffsetForTime(t int64) (int64, error) {
 
 // EnforceRetention implements Log, with the same rules as the file store.
 func (l *memLog) EnforceRetention(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
+	cutoff := int64(math.MinInt64)
+	if maxAge > 0 {
+		cutoff = now.Add(-maxAge).UnixNano()
+	}
+	return l.dropOldest(func(s *memSegment, _ int64) bool {
+		return s.maxTs < cutoff || (maxBytes > 0 && l.bytes > maxBytes)
+	})
+}
+
+// DropBefore implements Log.
+func (l *memLog) DropBefore(offset int64) (int64, error) {
+	return l.dropOldest(func(_ *memSegment, end int64) bool { return end <= offset })
+}
+
+// dropOldest is fileLog.dropOldest for memory.
+func (l *memLog) dropOldest(drop func(s *memSegment, end int64) bool) (int64, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return 0, ErrClosed
 	}
-	cutoff := int64(math.MinInt64)
-	if maxAge > 0 {
-		cutoff = now.Add(-maxAge).UnixNano()
-	}
-	drop := 0
-	for drop < len(l.segs)-1 {
-		s := l.segs[drop]
-		if s.maxTs >= cutoff && (maxBytes <= 0 || l.bytes <= maxBytes) {
+	n := 0
+	for n < len(l.segs)-1 {
+		s := l.segs[n]
+		if !drop(s, l.segs[n+1].base) {
 			break
 		}
 		l.bytes -= s.size
-		drop++
+		n++
 	}
-	if drop > 0 {
-		l.segs = append([]*memSegment(nil), l.segs[drop:]...)
+	if n > 0 {
+		l.segs = append([]*memSegment(nil), l.segs[n:]...)
 	}
 	return l.segs[0].base, nil
 }

@@ -102,6 +102,10 @@ type Log interface {
 	// (maxAge 0: no age limit) and oldest segments while Size exceeds maxBytes (0: no limit).
 	// The active segment is never dropped. It returns the new StartOffset.
 	EnforceRetention(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error)
+	// DropBefore drops whole segments all of whose records are below offset (a consumer is done
+	// with them: the delay queue). The active segment is never dropped. It returns the new
+	// StartOffset.
+	DropBefore(offset int64) (int64, error)
 	// Close flushes and closes the log.
 	Close() error
 }

@@ -58,6 +58,7 @@ func TestConformance(t *testing.T) {
 		{"SegmentRoll", testSegmentRoll},
 		{"RetentionBytes", testRetentionBytes},
 		{"RetentionAge", testRetentionAge},
+		{"DropBefore", testDropBefore},
 		{"OffsetForTime", testOffsetForTime},
 		{"ConcurrentAppenders", testConcurrentAppenders},
 		{"ReadWhileAppending", testReadWhileAppending},
@@ -359,6 +360,31 @@ func testRetentionBytes(t *testing.T, im impl) {
 	}
 	if base := mustAppend(t, l, []Record{{ID: "after"}}); base != 10 {
 		t.Fatalf("append after retention at %d, want 10", base)
+	}
+}
+
+func testDropBefore(t *testing.T, im impl) {
+	base := time.Now().UnixNano()
+	l, seg := uniformLog(t, im, 10, func(i int) int64 { return base + int64(i) }) // one record per segment
+	tests := []struct{ offset, wantStart int64 }{
+		{0, 0},  // nothing below 0
+		{1, 1},  // the first segment ends at 1
+		{1, 1},  // idempotent
+		{5, 5},  // segments 1-4
+		{3, 5},  // never back
+		{99, 9}, // never the active segment
+	}
+	for _, tc := range tests {
+		start, err := l.DropBefore(tc.offset)
+		if err != nil || start != tc.wantStart || l.StartOffset() != tc.wantStart {
+			t.Fatalf("DropBefore(%d) = %d, %v (StartOffset %d), want %d", tc.offset, start, err, l.StartOffset(), tc.wantStart)
+		}
+		if want := (10 - tc.wantStart) * seg; l.Size() != want {
+			t.Fatalf("size %d after DropBefore(%d), want %d", l.Size(), tc.offset, want)
+		}
+	}
+	if got := mustRead(t, l, 9, 0, 0); len(got) != 1 || got[0].ID != "id-009" {
+		t.Fatalf("Read(9) = %v", got)
 	}
 }
 
