@@ -159,27 +159,10 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 	ttl := s.topic.spec().MessageTTL.D()
 	retry := s.meta.Spec.Retry
 	// Redeliveries that are due.
-	for !full() && len(s.due) > 0 && s.due[0].at <= now.UnixNano() {
-		d := s.due.popItem()
-		c := s.cursor(d.partition)
-		if c == nil {
-			continue
-		}
-		e := c.pending[d.offset]
-		if e == nil || e.gen != d.gen || e.blocked {
-			continue
-		}
-		if e.leased {
-			e.leased = false
-			s.flight--
-			if bo := backoff(retry, e.attempts); bo > 0 && !exhaustedAttempts(retry, e, now) {
-				// The lease expired: wait out the retry backoff before redelivering.
-				s.gen++
-				e.gen = s.gen
-				e.visibleAt = time.Unix(0, d.at+int64(bo))
-				s.due.add(due{at: d.at + int64(bo), partition: d.partition, offset: d.offset, gen: e.gen})
-				continue
-			}
+	for !full() {
+		c, e, d, ok := s.nextDueLocked(now)
+		if !ok {
+			break
 		}
 		recs, err := c.p.log.Read(d.offset, 1, 0)
 		if errors.Is(err, store.ErrOutOfRange) || (err == nil && (len(recs) == 0 || recs[0].Offset != d.offset)) {
@@ -580,28 +563,10 @@ func (s *subscription) sweep() {
 	var dead []deadLetter
 	var done []doneRange
 	var keep []due
-	for len(s.due) > 0 && s.due[0].at <= now.UnixNano() {
-		d := s.due.popItem()
-		c := s.cursor(d.partition)
-		if c == nil {
-			continue
-		}
-		e := c.pending[d.offset]
-		if e == nil || e.gen != d.gen {
-			continue
-		}
-		if e.leased {
-			e.leased = false
-			s.flight--
-			if bo := backoff(s.meta.Spec.Retry, e.attempts); bo > 0 && !exhaustedAttempts(s.meta.Spec.Retry, e, now) {
-				// The lease expired: wait out the retry backoff before redelivering, as
-				// collectLocked does when a pull finds the expiry first.
-				s.gen++
-				e.gen = s.gen
-				e.visibleAt = time.Unix(0, d.at+int64(bo))
-				s.due.add(due{at: d.at + int64(bo), partition: d.partition, offset: d.offset, gen: e.gen})
-				continue
-			}
+	for {
+		c, e, d, ok := s.nextDueLocked(now)
+		if !ok {
+			break
 		}
 		if exhaustedAttempts(s.meta.Spec.Retry, e, now) {
 			recs, err := c.p.log.Read(d.offset, 1, 0)
@@ -635,6 +600,36 @@ func exhaustedAttempts(r *api.RetryPolicy, e *entry, now time.Time) bool {
 		return false
 	}
 	return (r.MaxAttempts > 0 && e.attempts >= r.MaxAttempts) || (r.MaxAge > 0 && !e.firstSent.IsZero() && now.Sub(e.firstSent) > r.MaxAge.D())
+}
+
+// nextDueLocked pops the due heap until an item names a pending, unblocked entry that may be
+// delivered now, and returns it; ok is false when nothing more is due. Stale items (an older
+// lease generation) are dropped. A lease that has just expired is ended here and, under a retry
+// policy, first waits out its backoff (re-queued, not returned) — one place for pull and sweep.
+func (s *subscription) nextDueLocked(now time.Time) (c *cursor, e *entry, d due, ok bool) {
+	retry := s.meta.Spec.Retry
+	for len(s.due) > 0 && s.due[0].at <= now.UnixNano() {
+		d = s.due.popItem()
+		if c = s.cursor(d.partition); c == nil {
+			continue
+		}
+		if e = c.pending[d.offset]; e == nil || e.gen != d.gen || e.blocked {
+			continue
+		}
+		if e.leased {
+			e.leased = false
+			s.flight--
+			if bo := backoff(retry, e.attempts); bo > 0 && !exhaustedAttempts(retry, e, now) {
+				s.gen++
+				e.gen = s.gen
+				e.visibleAt = time.Unix(0, d.at+int64(bo))
+				s.due.add(due{at: d.at + int64(bo), partition: d.partition, offset: d.offset, gen: e.gen})
+				continue
+			}
+		}
+		return c, e, d, true
+	}
+	return nil, nil, due{}, false
 }
 
 // deadLetter publishes messages that ran out of attempts to the dead-letter topic, or drops
