@@ -140,19 +140,8 @@ func (r *SubscriptionReconciler) mapBy(index string) handler.MapFunc {
 	}
 }
 
-func (r *SubscriptionReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
-}
-
-func (r *SubscriptionReconciler) interval() time.Duration {
-	if r.ResyncInterval > 0 {
-		return r.ResyncInterval
-	}
-	return DefaultResyncInterval
-}
+func (r *SubscriptionReconciler) now() time.Time          { return nowOr(r.Now) }
+func (r *SubscriptionReconciler) interval() time.Duration { return resyncOr(r.ResyncInterval) }
 
 // Reconcile brings the broker-side subscription to the Subscription's spec and reports it in the
 // status. It writes to the API server only what changed.

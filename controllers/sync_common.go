@@ -207,3 +207,19 @@ func resultFor(o outcome, key types.NamespacedName, bo *backoff, interval time.D
 	bo.reset(key)
 	return ctrl.Result{RequeueAfter: jittered(interval)}
 }
+
+// nowOr is now() of the sync reconcilers: their clock, or the real one.
+func nowOr(now func() time.Time) time.Time {
+	if now != nil {
+		return now()
+	}
+	return time.Now()
+}
+
+// resyncOr is their resync interval, or DefaultResyncInterval when unset.
+func resyncOr(d time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return DefaultResyncInterval
+}

@@ -125,19 +125,8 @@ func (r *TopicReconciler) peers(ctx context.Context, o client.Object) []reconcil
 	return out
 }
 
-func (r *TopicReconciler) now() time.Time {
-	if r.Now != nil {
-		return r.Now()
-	}
-	return time.Now()
-}
-
-func (r *TopicReconciler) interval() time.Duration {
-	if r.ResyncInterval > 0 {
-		return r.ResyncInterval
-	}
-	return DefaultResyncInterval
-}
+func (r *TopicReconciler) now() time.Time          { return nowOr(r.Now) }
+func (r *TopicReconciler) interval() time.Duration { return resyncOr(r.ResyncInterval) }
 
 // Reconcile brings the broker-side topic to the Topic's spec and reports it in the status. It
 // writes to the API server only what changed.
