@@ -18,6 +18,9 @@ type TopicSpec struct {
 	MessageTTL Duration `json:"messageTTL"`
 	// MaxMessageBytes caps one message's data; default 1 MiB.
 	MaxMessageBytes int `json:"maxMessageBytes"`
+	// ReplicationFactor is how many brokers of a cluster keep each partition (immutable). On a
+	// single broker it is 1; in a cluster the default is min(3, brokers).
+	ReplicationFactor int `json:"replicationFactor,omitempty"`
 }
 
 // Topic is what GET /v1/topics/{topic} returns.

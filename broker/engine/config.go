@@ -32,6 +32,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; tests may replace it. Default time.Now.
 	Now func() time.Time
+	// Replicator, when set, makes this broker one node of a cluster (see replication.go).
+	Replicator Replicator
 }
 
 func (c *Config) setDefaults() {

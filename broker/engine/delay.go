@@ -335,7 +335,7 @@ func (q *delayQueue) move(dt *delayTopic, offs []int64) error {
 
 // moveChunk appends one chunk of moved records, journals them as moved and forgets them.
 func (q *delayQueue) moveChunk(dt *delayTopic, parts []*partition, batches [][]store.Record, done []doneRange, offs []int64) error {
-	if err := q.b.appendBatches(dt.t, parts, batches); err != nil {
+	if err := q.b.storeBatches(dt.t, parts, batches); err != nil {
 		return err
 	}
 	pos, err := dt.journal.write(done)

@@ -164,7 +164,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 		if !ok {
 			break
 		}
-		recs, err := c.p.log.Read(d.offset, 1, 0)
+		recs, err := c.p.read(d.offset, 1, 0)
 		if errors.Is(err, store.ErrOutOfRange) || (err == nil && (len(recs) == 0 || recs[0].Offset != d.offset)) {
 			s.dropPendingLocked(c, d.offset) // removed by retention
 			c.advanceFloor()
@@ -204,7 +204,10 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 	n := len(s.cursors)
 	for i := 0; i < n && !full(); i++ {
 		c := s.cursors[(s.rr+i)%n]
-		for !full() && c.next < c.p.log.EndOffset() {
+		if !c.p.leader.Load() {
+			continue // another node delivers this partition
+		}
+		for !full() && c.next < c.p.readEnd() {
 			recs, err := c.readAhead(max - len(out))
 			if errors.Is(err, store.ErrOutOfRange) {
 				s.clampToLog(c)
@@ -253,7 +256,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 		c.advanceFloor()
 	}
 	s.rr++
-	pos, err := s.journal.write(done)
+	pos, err := s.writeDone(done)
 	s.maybeCompactLocked()
 	if out == nil {
 		out = []api.Message{}
@@ -294,7 +297,7 @@ func (s *subscription) leaseLocked(c *cursor, e *entry, rec *store.Record, vis t
 	s.b.Metrics.delivered.WithLabelValues(s.name).Inc()
 	return api.Message{
 		ID:              rec.ID,
-		ReceiptHandle:   receipt{epoch: s.meta.Epoch, partition: c.p.index, offset: rec.Offset, gen: e.gen}.encode(),
+		ReceiptHandle:   receipt{epoch: s.meta.Epoch, partition: c.p.index, offset: rec.Offset, gen: e.gen, leaderEpoch: c.p.epoch.Load()}.encode(),
 		Partition:       c.p.index,
 		Offset:          rec.Offset,
 		Data:            nonNil(rec.Data),
@@ -354,6 +357,9 @@ func (s *subscription) leaseFor(h string, now time.Time) (*cursor, *entry, recei
 	if c == nil {
 		return nil, nil, r, false
 	}
+	if !c.p.leader.Load() || r.leaderEpoch != c.p.epoch.Load() {
+		return nil, nil, r, false
+	}
 	e := c.pending[r.offset]
 	if e == nil || e.gen != r.gen || !e.leased || !now.Before(e.visibleAt) {
 		return nil, nil, r, false
@@ -377,6 +383,11 @@ func (b *Broker) Ack(name string, handles []string) (api.AckResponse, error) {
 	for _, h := range handles {
 		c, e, r, ok := s.leaseFor(h, now)
 		if !ok {
+			if c, r, ok := s.foreignLeaseFor(h); ok && s.ackForeignLocked(c, r.offset) {
+				done = appendDone(done, c.p.index, r.offset)
+				resp.Acked++
+				continue
+			}
 			resp.Invalid = append(resp.Invalid, h)
 			continue
 		}
@@ -385,12 +396,19 @@ func (b *Broker) Ack(name string, handles []string) (api.AckResponse, error) {
 		resp.Acked++
 	}
 	s.stats.Acked += int64(resp.Acked)
-	pos, err := s.journal.write(done)
+	s.replWait = nil
+	pos, err := s.writeDone(done)
+	repl := s.replWait
 	s.maybeCompactLocked()
 	s.mu.Unlock()
 	b.Metrics.acked.WithLabelValues(name).Add(float64(resp.Acked))
 	if err == nil {
 		err = s.journal.durable(pos)
+	}
+	if err == nil && repl != nil {
+		// In a cluster an ack counts once the in-sync replicas have it: a new leader must not
+		// redeliver what a consumer was told is acked.
+		err = repl()
 	}
 	return resp, err
 }
@@ -471,7 +489,7 @@ func (b *Broker) ModifyVisibility(name, handle string, vis time.Duration) (strin
 	e.gen = s.gen
 	e.visibleAt = now.Add(vis)
 	s.due.add(due{at: e.visibleAt.UnixNano(), partition: c.p.index, offset: r.offset, gen: e.gen})
-	return receipt{epoch: s.meta.Epoch, partition: r.partition, offset: r.offset, gen: e.gen}.encode(), nil
+	return receipt{epoch: s.meta.Epoch, partition: r.partition, offset: r.offset, gen: e.gen, leaderEpoch: c.p.epoch.Load()}.encode(), nil
 }
 
 // Peek returns up to max messages that a pull would deliver now, without leasing them.
@@ -503,6 +521,9 @@ func (b *Broker) Peek(name string, max int) ([]api.Message, error) {
 			PublishTime: time.Unix(0, rec.Timestamp).UTC(), DeliveryAttempt: attempts})
 	}
 	for _, c := range s.cursors {
+		if !c.p.leader.Load() {
+			continue
+		}
 		offs := make([]int64, 0, len(c.pending))
 		for off, e := range c.pending {
 			if !e.leased && !e.blocked && !now.Before(e.visibleAt) {
@@ -514,13 +535,13 @@ func (b *Broker) Peek(name string, max int) ([]api.Message, error) {
 			if len(out) >= max {
 				return out, nil
 			}
-			recs, err := c.p.log.Read(off, 1, 0)
+			recs, err := c.p.read(off, 1, 0)
 			if err == nil && len(recs) == 1 && recs[0].Offset == off && visible(&recs[0]) {
 				render(c, &recs[0], c.pending[off].attempts)
 			}
 		}
-		for off := c.next; len(out) < max && off < c.p.log.EndOffset(); {
-			recs, err := c.p.log.Read(off, max, maxPullBytes)
+		for off := c.next; len(out) < max && off < c.p.readEnd(); {
+			recs, err := c.p.read(off, max, maxPullBytes)
 			if err != nil || len(recs) == 0 {
 				break
 			}
@@ -569,7 +590,7 @@ func (s *subscription) sweep() {
 			break
 		}
 		if exhaustedAttempts(s.meta.Spec.Retry, e, now) {
-			recs, err := c.p.log.Read(d.offset, 1, 0)
+			recs, err := c.p.read(d.offset, 1, 0)
 			if err == nil && len(recs) == 1 && recs[0].Offset == d.offset {
 				dead = append(dead, e.deadLetter(recs[0], c, s.meta.Spec.Retry, now))
 				done = s.finishLocked(c, &recs[0], done)
@@ -584,7 +605,7 @@ func (s *subscription) sweep() {
 	if len(keep) > 0 {
 		s.wakeLocked()
 	}
-	pos, err := s.journal.write(done)
+	pos, err := s.writeDone(done)
 	s.mu.Unlock()
 	s.deadLetter(dead)
 	if err == nil {
@@ -610,8 +631,8 @@ func (s *subscription) nextDueLocked(now time.Time) (c *cursor, e *entry, d due,
 	retry := s.meta.Spec.Retry
 	for len(s.due) > 0 && s.due[0].at <= now.UnixNano() {
 		d = s.due.popItem()
-		if c = s.cursor(d.partition); c == nil {
-			continue
+		if c = s.cursor(d.partition); c == nil || !c.p.leader.Load() {
+			continue // gone, or led elsewhere now (resetPartition requeues it if it comes back)
 		}
 		if e = c.pending[d.offset]; e == nil || e.gen != d.gen || e.blocked {
 			continue
@@ -716,7 +737,7 @@ func (c *cursor) readAhead(want int) ([]store.Record, error) {
 			return recs, nil
 		}
 	}
-	return c.p.log.Read(c.next, max(want, readAheadRecords), max(readAheadBytes, maxPullBytes/8))
+	return c.p.read(c.next, max(want, readAheadRecords), max(readAheadBytes, maxPullBytes/8))
 }
 
 // emptyAttrs is what a message without attributes shows: {} rather than null in JSON. Shared and

@@ -87,7 +87,7 @@ func (b *Broker) Publish(topicName string, msgs []api.PublishMessage) ([]api.Pub
 			return nil, err
 		}
 	}
-	if err := b.appendBatches(t, parts, batches); err != nil {
+	if err := b.storeBatches(t, parts, batches); err != nil {
 		return nil, err
 	}
 	for p, batch := range batches {
@@ -134,6 +134,32 @@ func (b *Broker) appendBatches(t *topic, parts []*partition, batches [][]store.R
 		go func(p int) {
 			defer wg.Done()
 			errs[p] = appendOne(p)
+		}(p)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// storeBatches appends locally on a single node and through the cluster layer in a cluster.
+func (b *Broker) storeBatches(t *topic, parts []*partition, batches [][]store.Record) error {
+	if b.cfg.Replicator != nil {
+		return b.replicateBatches(t, parts, batches)
+	}
+	return b.appendBatches(t, parts, batches)
+}
+
+// replicateBatches hands one batch per partition to the cluster layer, in parallel.
+func (b *Broker) replicateBatches(t *topic, parts []*partition, batches [][]store.Record) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(batches))
+	for p, batch := range batches {
+		if len(batch) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func(p int) {
+			defer wg.Done()
+			errs[p] = b.cfg.Replicator.Append(t.name, p, batches[p])
 		}(p)
 	}
 	wg.Wait()

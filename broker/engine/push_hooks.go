@@ -60,11 +60,11 @@ func (b *Broker) Retry(name, handle string, delay time.Duration, failure string,
 	var dead []deadLetter
 	var pos int64
 	if exhaustedAttempts(s.meta.Spec.Retry, e, now) {
-		recs, rerr := c.p.log.Read(r.offset, 1, 0)
+		recs, rerr := c.p.read(r.offset, 1, 0)
 		if rerr == nil && len(recs) == 1 {
 			dead = append(dead, e.deadLetter(recs[0], c, s.meta.Spec.Retry, now))
 			done := s.finishLocked(c, &recs[0], nil)
-			pos, err = s.journal.write(done)
+			pos, err = s.writeDone(done)
 		} else {
 			s.requeueLocked(c, e, r.offset, now.Add(delay))
 		}
@@ -95,14 +95,14 @@ func (b *Broker) Reject(name, handle string, failure string, status int) error {
 		return api.Precondition("receiptHandle", "receipt handle is expired or unknown")
 	}
 	s.recordFailureLocked(e, failure, status, now)
-	recs, err := c.p.log.Read(r.offset, 1, 0)
+	recs, err := c.p.read(r.offset, 1, 0)
 	if err != nil || len(recs) != 1 {
 		s.mu.Unlock()
 		return err
 	}
 	d := e.deadLetter(recs[0], c, s.meta.Spec.Retry, now)
 	d.reason = "permanent failure: " + failure
-	pos, err := s.journal.write(s.finishLocked(c, &recs[0], nil))
+	pos, err := s.writeDone(s.finishLocked(c, &recs[0], nil))
 	s.mu.Unlock()
 	s.deadLetter([]deadLetter{d})
 	if err == nil {

@@ -29,10 +29,12 @@ type subscription struct {
 	gen     uint64
 	rr      int
 	stats   api.SubscriptionStats // counters; Backlog and InFlight are computed
-	flight  int64
-	waiters int
-	notify  chan struct{} // closed when something may have become deliverable
-	closed  bool
+	// replWait waits for the replication of the last done ranges written (cluster mode).
+	replWait func() error
+	flight   int64
+	waiters  int
+	notify   chan struct{} // closed when something may have become deliverable
+	closed   bool
 }
 
 func (s *subscription) metaCopy() subMeta {
@@ -43,6 +45,10 @@ func (s *subscription) metaCopy() subMeta {
 
 // PutSubscription creates the subscription or updates its settings; created reports which.
 func (b *Broker) PutSubscription(name string, spec api.SubscriptionSpec) (api.Subscription, bool, error) {
+	return b.putSubscriptionWith(name, spec, nil)
+}
+
+func (b *Broker) putSubscriptionWith(name string, spec api.SubscriptionSpec, id *SubscriptionIdentity) (api.Subscription, bool, error) {
 	if e := validName("name", name); e != nil {
 		return api.Subscription{}, false, e
 	}
@@ -50,7 +56,7 @@ func (b *Broker) PutSubscription(name string, spec api.SubscriptionSpec) (api.Su
 	if e != nil {
 		return api.Subscription{}, false, e
 	}
-	v, created, changed, err := b.putSubscription(name, spec, f)
+	v, created, changed, err := b.putSubscription(name, spec, f, id)
 	if err == nil && changed {
 		b.notifyObservers(name, &v.SubscriptionSpec)
 	}
@@ -59,7 +65,7 @@ func (b *Broker) PutSubscription(name string, spec api.SubscriptionSpec) (api.Su
 
 // putSubscription also reports whether anything changed (an idempotent re-PUT changes nothing
 // and wakes no observer).
-func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filter) (api.Subscription, bool, bool, error) {
+func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filter, id *SubscriptionIdentity) (api.Subscription, bool, bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if err := b.checkOpen(); err != nil {
@@ -77,6 +83,9 @@ func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filt
 		return api.Subscription{}, false, false, err
 	}
 	sm := subMeta{Name: name, Spec: spec, CreateTime: b.cfg.Now().UTC().Truncate(time.Second), Epoch: binary.LittleEndian.Uint32(epoch[:]), TopicIncarnation: t.meta.Incarnation}
+	if id != nil {
+		sm.Epoch, sm.CreateTime = id.Epoch, id.CreateTime
+	}
 	if !b.cfg.Memory {
 		// A leftover journal of an earlier subscription of this name must not leak into this one.
 		if err := os.RemoveAll(b.journalDir("subs", name)); err != nil {
@@ -281,8 +290,8 @@ func (s *subscription) recountLocked() {
 // countMatching counts the records from c.next on that pass the filter.
 func (s *subscription) countMatching(c *cursor) int64 {
 	var n int64
-	for off := c.next; off < c.p.log.EndOffset(); {
-		recs, err := c.p.log.Read(off, 1000, 4<<20)
+	for off := c.next; off < c.p.readEnd(); {
+		recs, err := c.p.read(off, 1000, 4<<20)
 		if err != nil || len(recs) == 0 {
 			break
 		}
@@ -406,6 +415,9 @@ func (s *subscription) view(withStats bool) api.Subscription {
 func (s *subscription) backlogLocked() int64 {
 	var n int64
 	for _, c := range s.cursors {
+		if !c.p.leader.Load() {
+			continue // counted by the partition's leader
+		}
 		n += int64(len(c.pending))
 		if s.filter != nil {
 			if c.matchedAhead > 0 {
@@ -413,7 +425,7 @@ func (s *subscription) backlogLocked() int64 {
 			}
 			continue
 		}
-		if end := c.p.log.EndOffset(); end > c.next {
+		if end := c.p.readEnd(); end > c.next {
 			n += end - c.next
 		}
 	}

@@ -26,6 +26,19 @@ const (
 var pushFormats = map[string]bool{"raw": true, "json": true, "cloudevents-binary": true, "cloudevents-structured": true}
 
 // normalizeSubSpec validates spec and fills its defaults.
+// NormalizeSubscriptionSpec fills a subscription spec's defaults and validates it (the filter
+// compiles, the topic name is valid), as PutSubscription would.
+func (b *Broker) NormalizeSubscriptionSpec(name string, s api.SubscriptionSpec) (api.SubscriptionSpec, error) {
+	if e := validName("name", name); e != nil {
+		return s, e
+	}
+	out, _, e := b.normalizeSubSpec(name, s)
+	if e != nil {
+		return out, e
+	}
+	return out, nil
+}
+
 func (b *Broker) normalizeSubSpec(name string, s api.SubscriptionSpec) (api.SubscriptionSpec, *filter, *api.Error) {
 	if e := validName("topic", s.Topic); e != nil {
 		if s.Topic == "" {

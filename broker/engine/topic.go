@@ -29,12 +29,54 @@ type partition struct {
 	index int
 	log   store.Log
 
+	// Replication (see replication.go). On a single node hw is -1 (every appended record is
+	// readable) and leader is true. In a cluster, readers see only offsets below hw (committed
+	// on the in-sync replicas), and only the partition's leader delivers.
+	hw     atomic.Int64
+	leader atomic.Bool
+	epoch  atomic.Uint64 // leader epoch while leader; part of receipt handles
+
 	nmu    sync.Mutex
 	notify chan struct{} // closed and replaced after every append
 }
 
-func newPartition(i int, l store.Log) *partition {
-	return &partition{index: i, log: l, notify: make(chan struct{})}
+func newPartition(i int, l store.Log, replicated bool) *partition {
+	p := &partition{index: i, log: l, notify: make(chan struct{})}
+	if replicated {
+		p.hw.Store(0)
+	} else {
+		p.hw.Store(-1)
+		p.leader.Store(true)
+	}
+	return p
+}
+
+// readEnd is the end of what readers may see: the log end, or the high watermark when replicated.
+func (p *partition) readEnd() int64 {
+	end := p.log.EndOffset()
+	if hw := p.hw.Load(); hw >= 0 && hw < end {
+		return hw
+	}
+	return end
+}
+
+// read is log.Read limited to readEnd.
+func (p *partition) read(from int64, max, maxBytes int) ([]store.Record, error) {
+	end := p.readEnd()
+	if from >= end {
+		if from < p.log.StartOffset() {
+			return nil, store.ErrOutOfRange
+		}
+		return nil, nil
+	}
+	if n := end - from; int64(max) > n {
+		max = int(n)
+	}
+	recs, err := p.log.Read(from, max, maxBytes)
+	for len(recs) > 0 && recs[len(recs)-1].Offset >= end {
+		recs = recs[:len(recs)-1]
+	}
+	return recs, err
 }
 
 // changed returns a channel closed at the next append.
@@ -72,6 +114,15 @@ func (t *topic) subscriptions() []*subscription {
 	return nil
 }
 
+// NormalizeTopicSpec fills a topic spec's defaults and validates it, as PutTopic would.
+func (b *Broker) NormalizeTopicSpec(s api.TopicSpec) (api.TopicSpec, error) {
+	out, e := b.normalizeTopicSpec(s)
+	if e != nil {
+		return out, e
+	}
+	return out, nil
+}
+
 // normalizeTopicSpec fills defaults and validates; it never mutates the broker.
 func (b *Broker) normalizeTopicSpec(s api.TopicSpec) (api.TopicSpec, *api.Error) {
 	if s.Partitions == 0 {
@@ -79,6 +130,16 @@ func (b *Broker) normalizeTopicSpec(s api.TopicSpec) (api.TopicSpec, *api.Error)
 	}
 	if s.Partitions < 0 || s.Partitions > 4096 {
 		return s, api.Invalid("partitions", "partitions must be between 1 and 4096, got %d", s.Partitions)
+	}
+	if s.ReplicationFactor < 0 {
+		return s, api.Invalid("replicationFactor", "replicationFactor must be at least 1, got %d", s.ReplicationFactor)
+	}
+	if b.cfg.Replicator == nil {
+		// The cluster layer checks it against its brokers before the engine sees it.
+		if s.ReplicationFactor > 1 {
+			return s, api.Invalid("replicationFactor", "replicationFactor %d needs a cluster of at least %d brokers; this broker runs alone", s.ReplicationFactor, s.ReplicationFactor)
+		}
+		s.ReplicationFactor = 1
 	}
 	if s.Retention == nil {
 		s.Retention = &api.Retention{MaxAge: api.Duration(b.cfg.DefaultRetentionMaxAge), MaxBytes: b.cfg.DefaultRetentionMaxBytes}
@@ -97,6 +158,10 @@ func (b *Broker) normalizeTopicSpec(s api.TopicSpec) (api.TopicSpec, *api.Error)
 
 // PutTopic creates the topic or updates it; created reports which. Idempotent.
 func (b *Broker) PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, error) {
+	return b.putTopic(name, spec, nil)
+}
+
+func (b *Broker) putTopic(name string, spec api.TopicSpec, id *TopicIdentity) (api.Topic, bool, error) {
 	if e := validName("name", name); e != nil {
 		return api.Topic{}, false, e
 	}
@@ -117,7 +182,12 @@ func (b *Broker) PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, err
 		return api.Topic{}, false, err
 	}
 	b.incarnation++
-	t := &topic{name: name, parts: parts, meta: topicMeta{Name: name, Spec: spec, CreateTime: b.cfg.Now().UTC().Truncate(time.Second), Incarnation: b.incarnation}}
+	tm := topicMeta{Name: name, Spec: spec, CreateTime: b.cfg.Now().UTC().Truncate(time.Second), Incarnation: b.incarnation}
+	if id != nil {
+		tm.Incarnation, tm.CreateTime = id.Incarnation, id.CreateTime
+		b.incarnation = max(b.incarnation, id.Incarnation)
+	}
+	t := &topic{name: name, parts: parts, meta: tm}
 	b.topics[name] = t
 	if err := b.saveMetaLocked(); err != nil {
 		delete(b.topics, name)
@@ -149,6 +219,10 @@ func (b *Broker) updateTopicLocked(t *topic, spec api.TopicSpec) (api.Topic, boo
 		return api.Topic{}, false, api.Precondition("partitions", "topic %q has %d partitions; partitions can grow but never shrink", t.name, n)
 	}
 	old := t.meta.Spec
+	if spec.ReplicationFactor != old.ReplicationFactor && old.ReplicationFactor != 0 {
+		t.mu.Unlock()
+		return api.Topic{}, false, api.Precondition("replicationFactor", "topic %q has replicationFactor %d; it cannot change", t.name, old.ReplicationFactor)
+	}
 	if reflect.DeepEqual(old, spec) {
 		// An idempotent re-PUT (the operator's resync): nothing to write.
 		view := b.topicView(t, false)
@@ -183,7 +257,7 @@ func (b *Broker) openPartitions(name string, from, to int) ([]*partition, error)
 		if err != nil {
 			return nil, fmt.Errorf("engine: open partition %d of %q: %w", i, name, err)
 		}
-		out = append(out, newPartition(i, l))
+		out = append(out, newPartition(i, l, b.cfg.Replicator != nil))
 	}
 	return out, nil
 }
@@ -225,7 +299,7 @@ func (b *Broker) topicView(t *topic, withStats bool) api.Topic {
 	if withStats {
 		st := &api.TopicStats{Partitions: make([]api.PartitionStats, 0, len(t.parts))}
 		for _, p := range t.parts {
-			ps := api.PartitionStats{Partition: p.index, StartOffset: p.log.StartOffset(), EndOffset: p.log.EndOffset(), Bytes: p.log.Size()}
+			ps := api.PartitionStats{Partition: p.index, StartOffset: p.log.StartOffset(), EndOffset: p.readEnd(), Bytes: p.log.Size()}
 			st.Messages += ps.EndOffset - ps.StartOffset
 			st.Bytes += ps.Bytes
 			st.Partitions = append(st.Partitions, ps)

@@ -55,7 +55,7 @@ func TestHappyPaths(t *testing.T) {
 func testTopics(t *testing.T, e *env) {
 	spec := `{"partitions":3,"retention":{"maxAge":"168h","maxBytes":0},"messageTTL":"0s","maxMessageBytes":1048576}`
 	created := object(t, e.json("PUT", "/v1/topics/orders", spec).want(t, 201))
-	wantKeys(t, "PUT topic", created, "name", "partitions", "retention", "messageTTL", "maxMessageBytes", "createTime")
+	wantKeys(t, "PUT topic", created, "name", "partitions", "retention", "messageTTL", "maxMessageBytes", "replicationFactor", "createTime")
 	var sent map[string]any
 	json.Unmarshal([]byte(spec), &sent)
 	for k, v := range sent {
@@ -78,7 +78,7 @@ func testTopics(t *testing.T, e *env) {
 
 	// GET returns the PUT fields unchanged, plus stats.
 	got := object(t, e.do("GET", "/v1/topics/orders", nil).want(t, 200))
-	wantKeys(t, "GET topic", got, "name", "partitions", "retention", "messageTTL", "maxMessageBytes", "createTime", "stats")
+	wantKeys(t, "GET topic", got, "name", "partitions", "retention", "messageTTL", "maxMessageBytes", "replicationFactor", "createTime", "stats")
 	for k, v := range created {
 		if !reflect.DeepEqual(got[k], v) {
 			t.Errorf("GET topic: %s = %v, want %v", k, got[k], v)
@@ -110,7 +110,7 @@ func testTopics(t *testing.T, e *env) {
 	// An empty body creates a topic with the defaults.
 	def := object(t, e.do("PUT", "/v1/topics/defaults", nil).want(t, 201))
 	want := map[string]any{"name": "defaults", "partitions": float64(1), "retention": map[string]any{"maxAge": "0s", "maxBytes": float64(0)},
-		"messageTTL": "0s", "maxMessageBytes": float64(1 << 20), "createTime": def["createTime"]}
+		"messageTTL": "0s", "maxMessageBytes": float64(1 << 20), "replicationFactor": float64(1), "createTime": def["createTime"]}
 	if !reflect.DeepEqual(def, want) {
 		t.Errorf("defaults: %v, want %v", def, want)
 	}
@@ -120,7 +120,7 @@ func testTopics(t *testing.T, e *env) {
 	wantKeys(t, "topic list", list, "topics")
 	var names []string
 	for _, x := range list["topics"].([]any) {
-		wantKeys(t, "listed topic", x, "name", "partitions", "retention", "messageTTL", "maxMessageBytes", "createTime", "stats")
+		wantKeys(t, "listed topic", x, "name", "partitions", "retention", "messageTTL", "maxMessageBytes", "replicationFactor", "createTime", "stats")
 		names = append(names, x.(map[string]any)["name"].(string))
 	}
 	if !reflect.DeepEqual(names, []string{"defaults", "orders"}) {

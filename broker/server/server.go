@@ -4,6 +4,7 @@
 package server
 
 import (
+	"context"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -22,19 +23,59 @@ import (
 // maxBodyBytes bounds a request body: the largest message (64 MiB) base64-encoded, plus room.
 const maxBodyBytes = 100 << 20
 
+// Backend is what the API's operations run on: the engine of a single broker, or a cluster
+// node (broker/cluster) that serves them from whichever broker owns the data.
+type Backend interface {
+	PutTopic(name string, spec api.TopicSpec) (api.Topic, bool, error)
+	GetTopic(name string) (api.Topic, error)
+	ListTopics() []api.Topic
+	DeleteTopic(name string) error
+	Publish(topic string, msgs []api.PublishMessage) ([]api.PublishResult, error)
+	PutSubscription(name string, spec api.SubscriptionSpec) (api.Subscription, bool, error)
+	GetSubscription(name string) (api.Subscription, error)
+	ListSubscriptions() []api.Subscription
+	DeleteSubscription(name string) error
+	Pull(ctx context.Context, name string, o engine.PullOptions) ([]api.Message, error)
+	Ack(name string, handles []string) (api.AckResponse, error)
+	Nack(name string, handles []string, delay time.Duration) (api.NackResponse, error)
+	ModifyVisibility(name, handle string, vis time.Duration) (string, error)
+	Peek(name string, max int) ([]api.Message, error)
+	Ready() bool
+}
+
 // Server serves the HTTP API of one broker.
 type Server struct {
-	b   *engine.Broker
+	b   Backend
+	eng *engine.Broker // metrics
 	log *slog.Logger
 	mux *http.ServeMux
+	opt Options
+}
+
+// Options extend a server for a broker that is one node of a cluster.
+type Options struct {
+	// Backend replaces the engine for the API's operations.
+	Backend Backend
+	// Internal serves /v1/internal/ (replication, Raft, forwarding between brokers).
+	Internal http.Handler
+	// Cluster serves GET /v1/cluster; without it the route says the broker runs alone.
+	Cluster http.HandlerFunc
 }
 
 // New returns the HTTP API over b.
 func New(b *engine.Broker, log *slog.Logger) *Server {
+	return NewWithOptions(b, log, Options{})
+}
+
+// NewWithOptions returns the HTTP API over b, extended by opts.
+func NewWithOptions(b *engine.Broker, log *slog.Logger, opts Options) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{b: b, log: log, mux: http.NewServeMux()}
+	s := &Server{b: b, eng: b, log: log, mux: http.NewServeMux(), opt: opts}
+	if opts.Backend != nil {
+		s.b = opts.Backend
+	}
 	s.routes()
 	return s
 }
@@ -82,9 +123,13 @@ func (s *Server) routes() {
 	s.handle("/v1/subscriptions/{sub}/visibility", methods{"POST": s.visibility})
 	s.handle("/v1/subscriptions/{sub}/peek", methods{"POST": s.peek})
 	s.handle("/v1/subscriptions/{sub}/stream", methods{"GET": s.stream})
+	s.handle("/v1/cluster", methods{"GET": s.cluster})
+	if s.opt.Internal != nil {
+		s.mux.Handle("/v1/internal/", s.opt.Internal)
+	}
 	s.handle("/healthz", methods{"GET": s.healthz})
 	s.handle("/readyz", methods{"GET": s.readyz})
-	metrics := promhttp.HandlerFor(s.b.Metrics.Registry, promhttp.HandlerOpts{})
+	metrics := promhttp.HandlerFor(s.eng.Metrics.Registry, promhttp.HandlerOpts{})
 	s.handle("/metrics", methods{"GET": metrics.ServeHTTP})
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.NotFound("path", "no route %s %s", r.Method, r.URL.Path))
@@ -97,8 +142,8 @@ func (s *Server) handle(pattern string, ms methods) {
 		ms["HEAD"] = ms["GET"]
 	}
 	allowed := strings.Join(slices.Sorted(maps.Keys(ms)), ", ") // the same every time
-	reqs := s.b.Metrics.HTTPRequests
-	secs := s.b.Metrics.HTTPSeconds.WithLabelValues(pattern)
+	reqs := s.eng.Metrics.HTTPRequests
+	secs := s.eng.Metrics.HTTPSeconds.WithLabelValues(pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: 200}
@@ -153,6 +198,38 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// cluster serves GET /v1/cluster: a single broker is a cluster of one that leads everything.
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	if s.opt.Cluster != nil {
+		s.opt.Cluster(w, r)
+		return
+	}
+	type member struct {
+		ID      string `json:"id"`
+		Address string `json:"address"`
+		Ready   bool   `json:"ready"`
+	}
+	type partition struct {
+		Topic     string   `json:"topic"`
+		Partition int      `json:"partition"`
+		Leader    string   `json:"leader"`
+		Replicas  []string `json:"replicas"`
+		InSync    []string `json:"inSync"`
+	}
+	const self = "standalone"
+	out := struct {
+		Controller string      `json:"controller"`
+		Members    []member    `json:"members"`
+		Partitions []partition `json:"partitions"`
+	}{Controller: self, Members: []member{{ID: self, Address: r.Host, Ready: s.b.Ready()}}, Partitions: []partition{}}
+	for _, t := range s.b.ListTopics() {
+		for p := 0; p < t.Partitions; p++ {
+			out.Partitions = append(out.Partitions, partition{Topic: t.Name, Partition: p, Leader: self, Replicas: []string{self}, InSync: []string{self}})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -135,6 +135,22 @@ func sealBatch(b []byte, base int64) {
 	binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offBase:], castagnoli))
 }
 
+// cutBatch returns the batch at the start of b (verified first) re-encoded with only its
+// records below off, which must fall strictly inside it: same base offset, and the same
+// timestamps and fields for the records kept (Truncate of a batch that straddles off).
+func cutBatch(b []byte, off int64) ([]byte, error) {
+	h, recs, err := decodeBatch(b, 0, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	if off <= h.base || off >= h.end() {
+		return nil, fmt.Errorf("store: offset %d is not inside the batch [%d, %d)", off, h.base, h.end())
+	}
+	nb := encodeBatch(nil, recs[:off-h.base])
+	sealBatch(nb, h.base)
+	return nb, nil
+}
+
 func appendString(dst []byte, s string) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(s)))
 	return append(dst, s...)

@@ -23,6 +23,12 @@
 //     Under the other policies everything written is visible at once.
 //   - After an fsync or write failure that cannot be undone the log refuses appends (the error
 //     is sticky); reopening it recovers from what is on disk.
+//   - Truncate(off) drops the records at offset >= off (a replica whose log diverged from its
+//     leader's), so EndOffset becomes off and appends continue from there; off outside
+//     [StartOffset, EndOffset] is ErrOutOfRange, off == EndOffset a no-op. A batch straddling
+//     off is rewritten with its records below off (same offsets, timestamps and fields).
+//     Truncating to StartOffset leaves an empty log that keeps its StartOffset. See
+//     "Truncation" below for how it is made durable and crash-safe.
 //
 // # Files
 //
@@ -34,6 +40,9 @@
 //	00000000000000000000.log    records 0 … 41999
 //	00000000000000000000.index  its sparse index
 //	00000000000000042000.log    records 42000 …  (the active segment: appends go here)
+//
+// While a Truncate runs (or after a crash in the middle of one), a journal
+// <base>.truncate may sit beside them (see "Truncation").
 //
 // A .log file is a sequence of batches with nothing between them. Appends go to the last
 // (active) segment; a new one is started when a batch would take the active segment past
@@ -124,6 +133,44 @@
 //  3. Damage elsewhere is found by Read, which checks the CRC of every batch it returns and that
 //     offsets follow on without gaps, and reports ErrCorrupt rather than serve bad data.
 //
+// Before step 1, a truncation journal left by a crash is dealt with (see below).
+//
 // Note that recovery truncates at the first bad batch of the last segment even when good
 // batches follow it (bit rot rather than a torn write): those are lost with it, as in Kafka.
+//
+// # Truncation
+//
+// Truncate deletes every segment after the one holding off, cuts that one at the batch holding
+// off and, when off falls inside that batch, writes back the batch's records below off as a new
+// batch (re-encoded, same base offset) at the same position. The segment becomes the active one
+// (a closed segment is reopened for writing and its .index file deleted; its index lives in
+// memory, without the entries at or after the cut). Whatever the SyncPolicy, the file and the
+// folder are fsynced before Truncate returns. Under SyncAlways the records below off are
+// already durable (off <= EndOffset, the durable end), so afterwards the durable end is off;
+// appenders still waiting for an fsync of records that Truncate dropped are released (their
+// Append returns as if it had completed just before the Truncate), and later appends fsync
+// as usual. Truncate excludes readers, fsyncs and appenders while it runs.
+//
+// A plain cut of the active segment at a batch boundary is one ftruncate, atomic by itself.
+// Any other truncation (segments to delete, or a batch to rewrite) is journaled first, so a
+// crash leaves the old log or the truncated one, never a mix: before any segment file is
+// touched, a journal <base>.truncate is written and fsynced (with the folder), base being the
+// segment that is cut:
+//
+//	offset  size  field
+//	0       4     magic    0x48524C54 ("HRLT")
+//	4       1     version  1
+//	5       3     zero
+//	8       4     crc      CRC32C of bytes [12, end)
+//	12      8     pos      byte position of the cut in the segment
+//	20      …     the rewritten batch (nothing when the cut is at a batch boundary)
+//
+// The segments after base are then deleted (newest first), the segment truncated at pos and the
+// batch written there, the segment and the folder fsynced, and only then the journal deleted
+// (and the folder fsynced again, so a journal can never come back to cut later appends).
+// Opening a log first looks for a journal: a valid one whose segment exists is redone (delete
+// the later segments, truncate at pos, write the batch, fsync: every step is idempotent) and
+// then deleted; a torn or stale one was never acted on and is only deleted. An I/O error in the
+// middle of a Truncate is sticky like a failed append, and reopening the log completes the
+// truncation if its journal reached the disk.
 package store

@@ -129,7 +129,8 @@ func (s *fileStore) Remove(name string) error {
 		}
 		_, isLog := parseSegmentName(e.Name(), logSuffix)
 		_, isIndex := parseSegmentName(e.Name(), indexSuffix)
-		if isLog || isIndex {
+		_, isJournal := parseSegmentName(e.Name(), truncSuffix)
+		if isLog || isIndex || isJournal {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -173,9 +174,13 @@ func (s *fileStore) Close() error {
 // Locking: mu guards the segment list and the append state. Append holds it (exclusively) only
 // while it writes; Read and the other readers hold it (shared) only to take a snapshot, then do
 // their I/O unlocked. fsyncs never run under mu: smu and scond coordinate them (group commit).
+// Truncate, which rewrites files in place, holds ioMu (exclusively), the sync role and mu, in
+// that order, for its whole run; readers hold ioMu shared around their unlocked I/O.
 type fileLog struct {
 	dir  string
 	opts Options
+
+	ioMu sync.RWMutex
 
 	mu       sync.RWMutex
 	segs     []*segment // oldest first; the last one is active. Replaced, never edited in place.
@@ -185,6 +190,10 @@ type fileLog struct {
 	failed   error      // sticky write or fsync failure: the log must be reopened to recover
 	unsynced []*segment // rolled segments whose data is not yet fsynced
 	dirDirty bool       // a segment file was created since the last fsync
+	// truncs counts the Truncates that dropped records. Written with both mu and smu held, read
+	// under either: an appender notes it with its batch's end, and stops waiting for an fsync
+	// once it changed (its batch is gone, and new data reuses its offsets).
+	truncs int64
 
 	// durable is the offset below which data is fsynced. Under SyncAlways it is also the end of
 	// what readers see, so nothing a crash could take back is ever served.
@@ -214,6 +223,11 @@ func openFileLog(dir, root string, opts Options) (*fileLog, error) {
 		}
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	if changed, err := finishTruncate(dir, entries); err != nil {
+		return nil, err
+	} else if changed { // segments may be gone: list again
+		return openFileLog(dir, root, opts)
+	}
 
 	l := &fileLog{dir: dir, opts: opts}
 	l.scond = sync.NewCond(&l.smu)
@@ -367,14 +381,14 @@ func (l *fileLog) Append(recs []Record) (int64, error) {
 	seg.noteBatch(batchHeader{base: base, length: len(b), maxTs: batchMaxTs(b)}, pos, l.opts.IndexBytes)
 	l.bytes += int64(len(b))
 	l.next += int64(len(recs))
-	end := l.next
+	end, truncs := l.next, l.truncs
 	l.mu.Unlock()
 
 	for i := range recs {
 		recs[i].Offset = base + int64(i)
 	}
 	if l.opts.Sync == SyncAlways {
-		if err := l.syncTo(end); err != nil {
+		if err := l.syncTo(end, truncs); err != nil {
 			return base, err
 		}
 	}
@@ -403,13 +417,17 @@ func (l *fileLog) roll() error {
 // for every appender that wrote before it started, while later callers wait on scond. When the
 // leader is done, waiters it covered return without an fsync of their own; one of the others
 // leads the next round. So there is at most one fsync at a time and, under load, one per round
-// rather than one per append.
-func (l *fileLog) syncTo(end int64) error {
+// rather than one per append. truncs is l.truncs when end was read: once a Truncate dropped
+// records since, the data below end may be gone, and the wait is over.
+func (l *fileLog) syncTo(end, truncs int64) error {
 	l.smu.Lock()
 	defer l.smu.Unlock()
 	for l.synced < end {
 		if l.syncErr != nil {
 			return l.syncErr
+		}
+		if l.truncs != truncs {
+			return nil
 		}
 		if l.syncing {
 			l.scond.Wait()
@@ -494,7 +512,7 @@ func (l *fileLog) fsync(s *segment) error {
 // flush fsyncs the log if it has unsynced data (the SyncInterval flusher).
 func (l *fileLog) flush() {
 	l.mu.RLock()
-	closed, end := l.closed, l.next
+	closed, end, truncs := l.closed, l.next, l.truncs
 	l.mu.RUnlock()
 	if closed {
 		return
@@ -503,7 +521,7 @@ func (l *fileLog) flush() {
 	dirty := l.synced < end
 	l.smu.Unlock()
 	if dirty {
-		_ = l.syncTo(end) // a failure is sticky and surfaces on the next Append
+		_ = l.syncTo(end, truncs) // a failure is sticky and surfaces on the next Append
 	}
 }
 
@@ -513,6 +531,8 @@ func (l *fileLog) flush() {
 // records were collected, those are returned without error; the next Read, starting at the bad
 // spot, reports it.
 func (l *fileLog) Read(from int64, max int, maxBytes int) ([]Record, error) {
+	l.ioMu.RLock()
+	defer l.ioMu.RUnlock()
 	var (
 		out     []Record
 		lim     = &readLimits{max: max, maxBytes: maxBytes}
@@ -532,9 +552,9 @@ func (l *fileLog) Read(from int64, max int, maxBytes int) ([]Record, error) {
 			return fail(ErrClosed)
 		}
 		hw := l.visibleEnd()
-		if prevSeg == nil && (from < l.segs[0].base || from > l.next) {
+		if start, next := l.segs[0].base, l.next; prevSeg == nil && (from < start || from > next) {
 			l.mu.RUnlock()
-			return nil, fmt.Errorf("%w: %d not in [%d, %d]", ErrOutOfRange, from, l.segs[0].base, l.next)
+			return nil, fmt.Errorf("%w: %d not in [%d, %d]", ErrOutOfRange, from, start, next)
 		}
 		if expect >= hw {
 			l.mu.RUnlock()
@@ -649,6 +669,8 @@ func (l *fileLog) Size() int64 {
 // the first other one the index's running max timestamp gives a starting point, batch headers
 // lead to the first batch with a max timestamp >= t, and that batch is decoded (and verified).
 func (l *fileLog) OffsetForTime(t int64) (int64, error) {
+	l.ioMu.RLock()
+	defer l.ioMu.RUnlock()
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()

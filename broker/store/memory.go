@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -297,6 +298,41 @@ func (l *memLog) dropOldest(drop func(s *memSegment, end int64) bool) (int64, er
 		l.segs = append([]*memSegment(nil), l.segs[n:]...)
 	}
 	return l.segs[0].base, nil
+}
+
+// Truncate implements Log, with the same rules as the file store. The segment holding off is
+// replaced by a copy (a closed log that a reopen copied from may still point at the old one).
+func (l *memLog) Truncate(off int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if err := checkTruncate(off, l.segs[0].base, l.next); err != nil || off == l.next {
+		return err
+	}
+	j := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > off }) - 1
+	old := l.segs[j]
+	i := sort.Search(len(old.batches), func(i int) bool { return old.batches[i].end() > off })
+	seg := &memSegment{base: old.base, batches: slices.Clone(old.batches[:i]), maxTs: math.MinInt64}
+	if mb := old.batches[i]; mb.base < off { // it straddles off: keep the records below
+		b, err := cutBatch(mb.b, off)
+		if err != nil {
+			return fmt.Errorf("store: truncate to %d: %w", off, err)
+		}
+		seg.batches = append(seg.batches, memBatch{base: mb.base, count: int(off - mb.base), maxTs: batchMaxTs(b), b: b})
+	}
+	for _, mb := range seg.batches {
+		seg.size += int64(len(mb.b))
+		seg.maxTs = max(seg.maxTs, mb.maxTs)
+	}
+	l.segs = append(slices.Clone(l.segs[:j]), seg)
+	l.bytes = 0
+	for _, s := range l.segs {
+		l.bytes += s.size
+	}
+	l.next = off
+	return nil
 }
 
 // Close implements Log.

@@ -9,7 +9,8 @@ import (
 var (
 	// ErrCorrupt is returned when a record batch fails its CRC or structural checks.
 	ErrCorrupt = errors.New("store: crc mismatch")
-	// ErrOutOfRange is returned by Read for an offset below the log start (removed by retention).
+	// ErrOutOfRange is returned by Read for an offset below the log start (removed by retention)
+	// or past its end, and by Truncate for an offset outside [StartOffset, EndOffset].
 	ErrOutOfRange = errors.New("store: offset out of range")
 	// ErrClosed is returned by every method of a closed Log or Store.
 	ErrClosed = errors.New("store: closed")
@@ -106,6 +107,17 @@ type Log interface {
 	// with them: the delay queue). The active segment is never dropped. It returns the new
 	// StartOffset.
 	DropBefore(offset int64) (int64, error)
+	// Truncate drops every record at offset >= off, so that EndOffset becomes off (a replica
+	// whose log diverged from its leader's). off must be in [StartOffset, EndOffset], else the
+	// error wraps ErrOutOfRange; off == EndOffset is a no-op, and off == StartOffset leaves an
+	// empty log that keeps its StartOffset. A batch that straddles off is rewritten with only
+	// its records below off. The truncation is durable when Truncate returns (whatever the
+	// SyncPolicy), and a crash in the middle of it leaves either the old or the truncated log
+	// after recovery, never a mix that loses records below off. Readers and appenders may run
+	// concurrently (they wait while it runs); appends after Truncate get offsets from off. An
+	// Append still in flight whose records Truncate drops returns without error, as if it had
+	// completed just before the Truncate.
+	Truncate(off int64) error
 	// Close flushes and closes the log.
 	Close() error
 }

@@ -67,6 +67,9 @@ func TestConformance(t *testing.T) {
 		{"Closed", testClosed},
 		{"Names", testNames},
 		{"CallerOwnsRecords", testCallerOwnsRecords},
+		{"Truncate", testTruncate},
+		{"TruncateFromStart", testTruncateFromStart},
+		{"TruncateConcurrent", testTruncateConcurrent},
 	}
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
@@ -617,6 +620,7 @@ func testClosed(t *testing.T, im impl) {
 	_, checks["Read"] = l.Read(0, 1, 0)
 	_, checks["OffsetForTime"] = l.OffsetForTime(0)
 	_, checks["EnforceRetention"] = l.EnforceRetention(time.Now(), time.Second, 1)
+	checks["Truncate"] = l.Truncate(0)
 	checks["Close"] = l.Close()
 	for name, err := range checks {
 		if !errors.Is(err, ErrClosed) {

@@ -52,9 +52,8 @@ type BrokerConfig struct {
 		CertFile string `json:"certFile"`
 		KeyFile  string `json:"keyFile"`
 	} `json:"tls,omitempty"`
-	// Cluster describes the broker's peers when the operator runs it as a StatefulSet. It is
-	// read and checked but not used yet: replication is a later issue, and a broker runs as a
-	// single node meanwhile.
+	// Cluster describes the broker's peers when the operator runs it as a StatefulSet (see
+	// clusterConfig for how it becomes a node id, an advertised address and peers).
 	Cluster *struct {
 		Name        string `json:"name,omitempty"`
 		Namespace   string `json:"namespace,omitempty"`
@@ -64,11 +63,18 @@ type BrokerConfig struct {
 	} `json:"cluster,omitempty"`
 	// PprofListen serves net/http/pprof on its own address when set (off by default).
 	PprofListen string `json:"pprofListen,omitempty"`
+	// NodeID, ClusterPeers, ClusterJoin and ClusterAdvertise make the broker one node of a
+	// replicated cluster (docs/adr/0001-replication.md).
+	NodeID           string `json:"nodeId,omitempty"`
+	ClusterPeers     string `json:"clusterPeers,omitempty"`
+	ClusterJoin      string `json:"clusterJoin,omitempty"`
+	ClusterAdvertise string `json:"clusterAdvertise,omitempty"`
 }
 
 type brokerFlags struct {
 	configFile, dataDir, listen, storage, fsync, logLevel, logFormat string
 	pprofListen, tlsCert, tlsKey                                     string
+	nodeID, clusterPeers, clusterJoin, clusterAdvertise              string
 	syncInterval, retentionMaxAge                                    time.Duration
 	segmentBytes, retentionMaxBytes                                  int64
 	maxMessageBytes                                                  int
@@ -95,6 +101,10 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&f.pprofListen, "pprof-listen", "", "serve net/http/pprof on this HOST:PORT (off by default); env HERALD_PPROF_LISTEN")
 	fs.StringVar(&f.tlsCert, "tls-cert-file", "", "serve HTTPS with this PEM certificate (with --tls-key-file); env HERALD_TLS_CERT_FILE")
 	fs.StringVar(&f.tlsKey, "tls-key-file", "", "PEM key of --tls-cert-file; env HERALD_TLS_KEY_FILE")
+	fs.StringVar(&f.nodeID, "node-id", "", "this broker's id in a cluster (default: HERALD_POD_NAME under the operator); env HERALD_NODE_ID")
+	fs.StringVar(&f.clusterPeers, "cluster-peers", "", "founding members of a cluster, id=host:port,… including this one; env HERALD_CLUSTER_PEERS")
+	fs.StringVar(&f.clusterJoin, "cluster-join", "", "host:port,… of existing members to join through; env HERALD_CLUSTER_JOIN")
+	fs.StringVar(&f.clusterAdvertise, "cluster-advertise", "", "host:port peers reach this broker at (default: its address in --cluster-peers, else --listen); env HERALD_CLUSTER_ADVERTISE")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
@@ -165,6 +175,10 @@ func resolveBrokerConfig(fs *flag.FlagSet, f brokerFlags, env func(string) (stri
 	str("HERALD_LOG_LEVEL", &envCfg.LogLevel)
 	str("HERALD_LOG_FORMAT", &envCfg.LogFormat)
 	str("HERALD_PPROF_LISTEN", &envCfg.PprofListen)
+	str("HERALD_NODE_ID", &envCfg.NodeID)
+	str("HERALD_CLUSTER_PEERS", &envCfg.ClusterPeers)
+	str("HERALD_CLUSTER_JOIN", &envCfg.ClusterJoin)
+	str("HERALD_CLUSTER_ADVERTISE", &envCfg.ClusterAdvertise)
 	if c, ok := env("HERALD_TLS_CERT_FILE"); ok {
 		k, _ := env("HERALD_TLS_KEY_FILE")
 		envCfg.TLS = &struct {
@@ -235,6 +249,14 @@ func resolveBrokerConfig(fs *flag.FlagSet, f brokerFlags, env func(string) (stri
 			cfg.LogFormat = f.logFormat
 		case "pprof-listen":
 			cfg.PprofListen = f.pprofListen
+		case "node-id":
+			cfg.NodeID = f.nodeID
+		case "cluster-peers":
+			cfg.ClusterPeers = f.clusterPeers
+		case "cluster-join":
+			cfg.ClusterJoin = f.clusterJoin
+		case "cluster-advertise":
+			cfg.ClusterAdvertise = f.clusterAdvertise
 		case "tls-cert-file", "tls-key-file":
 			cfg.TLS = &struct {
 				CertFile string `json:"certFile"`
@@ -295,6 +317,15 @@ func mergeConfig(dst *BrokerConfig, src BrokerConfig) {
 	if src.PprofListen != "" {
 		dst.PprofListen = src.PprofListen
 	}
+	for _, x := range []struct {
+		d *string
+		s string
+	}{{&dst.NodeID, src.NodeID}, {&dst.ClusterPeers, src.ClusterPeers},
+		{&dst.ClusterJoin, src.ClusterJoin}, {&dst.ClusterAdvertise, src.ClusterAdvertise}} {
+		if x.s != "" {
+			*x.d = x.s
+		}
+	}
 }
 
 func validateBrokerConfig(c BrokerConfig) error {
@@ -332,6 +363,9 @@ func validateBrokerConfig(c BrokerConfig) error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: must be text or json", c.LogFormat)
+	}
+	if _, err := clusterConfig(c, os.Getenv); err != nil {
+		return err
 	}
 	return nil
 }
@@ -386,13 +420,32 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 	}
 	log.Info("recovering", "dataDir", c.DataDir, "storage", c.Storage, "fsync", c.Fsync)
 	start := time.Now()
+	node, err := newClusterNode(c, policy, log)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if node != nil {
+		ecfg.Replicator = node
+	}
 	b, err := engine.Open(ecfg)
 	if err != nil {
 		srv.Close()
 		return err
 	}
+	var opts server.Options
+	if node != nil {
+		if err := node.Start(b); err != nil {
+			srv.Close()
+			b.Close()
+			return err
+		}
+		defer node.Close()
+		opts = server.Options{Backend: node, Internal: node.Handler(), Cluster: node.ServeClusterView}
+		log.Info("cluster node started", "id", node.ID())
+	}
 	pushes := push.NewManager(b, push.Options{Logger: log})
-	ready.set(server.New(b, log))
+	ready.set(server.NewWithOptions(b, log, opts))
 	log.Info("broker ready", "listen", ln.Addr().String(), "recovery", time.Since(start).Round(time.Millisecond))
 	select {
 	case <-ctx.Done():
@@ -406,5 +459,8 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 	defer cancel()
 	srv.Shutdown(shCtx)
 	pushes.Close()
+	if node != nil {
+		node.Close() // before the engine: replication writes into it
+	}
 	return b.Close()
 }

@@ -8,6 +8,11 @@
 // --batch N > 1 every worker sends N messages with js.PublishAsync, then waits for all N acks
 // before the next N: one "request" is one batch of N messages, exactly as one Herald request of
 // N messages, and --concurrency workers keep concurrency×N messages in flight.
+//
+// Against a JetStream cluster, --replicas 3 creates an R3 stream; it waits until the stream has
+// a leader and every replica is current before publishing, and with --leader (and every server
+// of the cluster in --server, comma-separated) it publishes over a connection to the stream
+// leader's server, as `herald bench` publishes to the partition leader: no extra route hop.
 package main
 
 import (
@@ -21,6 +26,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,12 +55,18 @@ type Result struct {
 	P999Ms      float64 `json:"p999Ms"`
 	MaxMs       float64 `json:"maxMs"`
 	MeanMs      float64 `json:"meanMs"`
+	// NATS only: the stream's replicas and the server the publisher was connected to.
+	Replicas int    `json:"replicas,omitempty"`
+	Server   string `json:"server,omitempty"`
 }
 
 type config struct {
 	server, stream, subject, output, label string
 	size, messages, batch, concurrency     int
-	duration, warmup, timeout              time.Duration
+	replicas                               int
+	leader                                 bool
+	duration, warmup, timeout, setup       time.Duration
+	log                                    io.Writer
 }
 
 func main() {
@@ -70,9 +82,12 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("natsbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var c config
-	fs.StringVar(&c.server, "server", nats.DefaultURL, "NATS `URL`")
-	fs.StringVar(&c.stream, "stream", "BENCH", "stream to create (file storage, one replica)")
+	c := config{log: stderr}
+	fs.StringVar(&c.server, "server", nats.DefaultURL, "NATS `URL`s, comma-separated")
+	fs.StringVar(&c.stream, "stream", "BENCH", "stream to create (file storage, --replicas replicas)")
+	fs.IntVar(&c.replicas, "replicas", 1, "replicas of the stream (3 on a 3-node JetStream cluster)")
+	fs.BoolVar(&c.leader, "leader", false, "publish over a connection to the stream leader's server (one of --server)")
+	fs.DurationVar(&c.setup, "setup-timeout", 30*time.Second, "how long to retry creating the stream and wait for its replicas")
 	fs.StringVar(&c.subject, "subject", "bench", "subject to publish to")
 	fs.IntVar(&c.size, "size", 1024, "message size in bytes")
 	fs.IntVar(&c.messages, "messages", 0, "stop after this many messages (rounded up to whole batches); 0: run for --duration")
@@ -89,8 +104,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case fs.NArg() > 0:
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	case c.size < 0, c.batch < 1, c.concurrency < 1, c.messages < 0, c.warmup < 0:
-		return errors.New("--size, --messages, --warmup must not be negative; --batch and --concurrency at least 1")
+	case c.size < 0, c.batch < 1, c.concurrency < 1, c.messages < 0, c.warmup < 0, c.replicas < 1:
+		return errors.New("--size, --messages, --warmup must not be negative; --batch, --concurrency and --replicas at least 1")
 	case c.messages == 0 && c.duration <= 0:
 		return errors.New("--duration must be positive (or set --messages)")
 	case c.output != "text" && c.output != "json":
@@ -111,26 +126,111 @@ func run(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func bench(c config) (Result, error) {
-	nc, err := nats.Connect(c.server, nats.Name("natsbench"))
+// connect opens a connection to url (one URL or a comma-separated list) and its JetStream context.
+func connect(c config, url string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(url, nats.Name("natsbench"))
 	if err != nil {
-		return Result{}, err
+		return nil, nil, err
 	}
-	defer nc.Close()
 	maxPending := max(4000, 2*c.batch*c.concurrency)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(maxPending),
 		jetstream.WithPublishAsyncTimeout(c.timeout), jetstream.WithDefaultTimeout(c.timeout))
 	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// setupStream creates the stream, retrying for --setup-timeout (a new cluster may still be
+// electing its meta leader or meeting its peers), then waits until it has a leader and every
+// replica is current. It returns the leader's server name ("" with one replica).
+func setupStream(ctx context.Context, js jetstream.JetStream, c config) (string, error) {
+	deadline := time.Now().Add(c.setup)
+	cfg := jetstream.StreamConfig{Name: c.stream, Subjects: []string{c.subject},
+		Storage: jetstream.FileStorage, Replicas: c.replicas}
+	var stream jetstream.Stream
+	for tries := 0; ; tries++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.CreateOrUpdateStream(sctx, cfg)
+		cancel()
+		if err == nil {
+			stream = s
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", fmt.Errorf("create stream: %w", err)
+		}
+		if tries == 0 {
+			fmt.Fprintf(c.log, "natsbench: create stream: %v; retrying for %s\n", err, c.setup)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if c.replicas == 1 {
+		return "", nil
+	}
+	var last string
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := stream.Info(sctx)
+		cancel()
+		switch {
+		case err != nil:
+			last = err.Error()
+		case info.Cluster == nil || info.Cluster.Leader == "":
+			last = "no leader"
+		case len(info.Cluster.Replicas) != c.replicas-1:
+			last = fmt.Sprintf("%d replicas besides the leader, want %d", len(info.Cluster.Replicas), c.replicas-1)
+		default:
+			current := true
+			for _, p := range info.Cluster.Replicas {
+				if !p.Current || p.Offline {
+					current, last = false, "replica "+p.Name+" not current"
+				}
+			}
+			if current {
+				return info.Cluster.Leader, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return "", fmt.Errorf("stream %s not ready with %d replicas after %s: %s", c.stream, c.replicas, c.setup, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func bench(c config) (Result, error) {
+	nc, js, err := connect(c, c.server)
+	if err != nil {
 		return Result{}, err
 	}
+	defer func() { nc.Close() }()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	setup, setupCancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err = js.CreateOrUpdateStream(setup, jetstream.StreamConfig{Name: c.stream, Subjects: []string{c.subject},
-		Storage: jetstream.FileStorage, Replicas: 1})
-	setupCancel()
+	leader, err := setupStream(ctx, js, c)
 	if err != nil {
-		return Result{}, fmt.Errorf("create stream: %w", err)
+		return Result{}, err
+	}
+	if c.leader && leader != "" && nc.ConnectedServerName() != leader {
+		found := false
+		for _, u := range strings.Split(c.server, ",") {
+			lnc, ljs, err := connect(c, strings.TrimSpace(u))
+			if err != nil {
+				return Result{}, err
+			}
+			if lnc.ConnectedServerName() == leader {
+				nc.Close()
+				nc, js, found = lnc, ljs, true
+				break
+			}
+			lnc.Close()
+		}
+		if !found {
+			return Result{}, fmt.Errorf("the stream leader %s is none of --server %s", leader, c.server)
+		}
+	}
+	if leader != "" {
+		fmt.Fprintf(c.log, "natsbench: stream %s R%d, leader %s; publishing via %s\n", c.stream, c.replicas, leader, nc.ConnectedServerName())
 	}
 
 	payloads := make([][]byte, 8)
@@ -230,7 +330,8 @@ func bench(c config) (Result, error) {
 	if c.batch > 1 {
 		mode = "async"
 	}
-	res := Result{System: "nats-jetstream", Label: c.label, Mode: mode, Size: c.size, Batch: c.batch, Concurrency: c.concurrency}
+	res := Result{System: "nats-jetstream", Label: c.label, Mode: mode, Size: c.size, Batch: c.batch, Concurrency: c.concurrency,
+		Replicas: c.replicas, Server: nc.ConnectedServerName()}
 	res.fill(msgs, lat, elapsed)
 	return res, nil
 }

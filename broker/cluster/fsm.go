@@ -1,0 +1,320 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/heraldmq/herald/broker/api"
+)
+
+// State is the cluster metadata every node holds a copy of: what the Raft group agreed on.
+type State struct {
+	Members       map[string]*Member     `json:"members"`
+	Topics        map[string]*TopicState `json:"topics"`
+	Subscriptions map[string]*SubState   `json:"subscriptions"`
+}
+
+// Member is one broker of the cluster.
+type Member struct {
+	ID      string `json:"id"`
+	Address string `json:"address"` // host:port of its HTTP listener
+	// Draining members get no new replicas and lead nothing once drained (scale-down).
+	Draining bool `json:"draining,omitempty"`
+}
+
+// TopicState is a topic and where its partitions live.
+type TopicState struct {
+	Name string        `json:"name"`
+	Spec api.TopicSpec `json:"spec"`
+	// Incarnation is the Raft index that created the topic: the same on every node, and
+	// different for a topic deleted and created again under the same name.
+	Incarnation uint64            `json:"incarnation"`
+	CreateTime  time.Time         `json:"createTime"`
+	Partitions  []*PartitionState `json:"partitions"`
+}
+
+// PartitionState is where one partition lives. Replicas[0] is the preferred leader.
+type PartitionState struct {
+	Replicas []string `json:"replicas"`
+	Leader   string   `json:"leader"` // "" while no in-sync replica is alive
+	Epoch    uint64   `json:"epoch"`  // bumped at every leader change
+	ISR      []string `json:"isr"`
+}
+
+// SubState is a subscription.
+type SubState struct {
+	Name       string               `json:"name"`
+	Spec       api.SubscriptionSpec `json:"spec"`
+	Epoch      uint32               `json:"epoch"` // from the creating Raft index; in receipt handles
+	CreateTime time.Time            `json:"createTime"`
+}
+
+func newState() *State {
+	return &State{Members: map[string]*Member{}, Topics: map[string]*TopicState{}, Subscriptions: map[string]*SubState{}}
+}
+
+// clone deep-copies the state (through JSON: it is small and changes rarely).
+func (s *State) clone() *State {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // plain data: cannot fail
+	}
+	out := newState()
+	if err := json.Unmarshal(b, out); err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// Command is one change to the metadata, the payload of a Raft log entry.
+type Command struct {
+	Op string `json:"op"`
+
+	Member    *Member               `json:"member,omitempty"`
+	MemberID  string                `json:"memberId,omitempty"`
+	Draining  bool                  `json:"draining,omitempty"`
+	Topic     string                `json:"topic,omitempty"`
+	TopicSpec *api.TopicSpec        `json:"topicSpec,omitempty"`
+	Sub       string                `json:"sub,omitempty"`
+	SubSpec   *api.SubscriptionSpec `json:"subSpec,omitempty"`
+	// Placement of new partitions (putTopic) or of one partition (elect, setISR, reassign).
+	Placement []*PartitionState `json:"placement,omitempty"`
+	Partition int               `json:"partition,omitempty"`
+	// Elect/setISR/reassign apply only if the partition is still at this epoch (fencing).
+	IfEpoch uint64    `json:"ifEpoch,omitempty"`
+	Leader  string    `json:"leader,omitempty"`
+	ISR     []string  `json:"isr,omitempty"`
+	Now     time.Time `json:"now,omitempty"`
+}
+
+// Command ops.
+const (
+	opAddMember    = "addMember"
+	opRemoveMember = "removeMember"
+	opSetDraining  = "setDraining"
+	opPutTopic     = "putTopic"
+	opDeleteTopic  = "deleteTopic"
+	opPutSub       = "putSub"
+	opDeleteSub    = "deleteSub"
+	opElect        = "elect"    // new leader (and ISR) for a partition, epoch+1
+	opSetISR       = "setISR"   // the leader changes the ISR, same epoch
+	opReassign     = "reassign" // new replica list (scale up/down); ISR trimmed to it
+)
+
+// applyResult is what fsm.Apply returns to the proposer.
+type applyResult struct {
+	err     error
+	changed bool
+}
+
+// fsm is the Raft state machine. Apply only changes State; each node's reconciler then makes
+// its engine match it (engine errors must not make replicas' states differ).
+type fsm struct {
+	mu      sync.RWMutex
+	state   *State
+	index   uint64
+	changed func() // called after every applied change (non-blocking)
+}
+
+func newFSM(changed func()) *fsm { return &fsm{state: newState(), changed: changed} }
+
+func (f *fsm) snapshotState() (*State, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.clone(), f.index
+}
+
+func (f *fsm) appliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.index
+}
+
+// read runs fn with the state under the read lock (fn must not keep references).
+func (f *fsm) read(fn func(s *State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any {
+	var c Command
+	if err := json.Unmarshal(l.Data, &c); err != nil {
+		return applyResult{err: fmt.Errorf("cluster: undecodable command at index %d: %w", l.Index, err)}
+	}
+	f.mu.Lock()
+	res := apply(f.state, &c, l.Index)
+	f.index = l.Index
+	f.mu.Unlock()
+	if res.changed && f.changed != nil {
+		f.changed()
+	}
+	return res
+}
+
+// apply is the deterministic core of Apply.
+func apply(s *State, c *Command, index uint64) applyResult {
+	switch c.Op {
+	case opAddMember:
+		if c.Member == nil || c.Member.ID == "" {
+			return applyResult{err: api.Invalid("member", "member id is required")}
+		}
+		if m, ok := s.Members[c.Member.ID]; ok && m.Address == c.Member.Address {
+			return applyResult{}
+		}
+		m := *c.Member
+		s.Members[m.ID] = &m
+	case opRemoveMember:
+		if _, ok := s.Members[c.MemberID]; !ok {
+			return applyResult{}
+		}
+		delete(s.Members, c.MemberID)
+	case opSetDraining:
+		m, ok := s.Members[c.MemberID]
+		if !ok {
+			return applyResult{err: api.NotFound("member", "no member %q", c.MemberID)}
+		}
+		if m.Draining == c.Draining {
+			return applyResult{}
+		}
+		m.Draining = c.Draining
+	case opPutTopic:
+		spec := *c.TopicSpec
+		t, ok := s.Topics[c.Topic]
+		if !ok {
+			if len(c.Placement) != spec.Partitions {
+				return applyResult{err: fmt.Errorf("cluster: %d placements for %d partitions", len(c.Placement), spec.Partitions)}
+			}
+			s.Topics[c.Topic] = &TopicState{Name: c.Topic, Spec: spec, Incarnation: index, CreateTime: c.Now, Partitions: clonePlacements(c.Placement)}
+			break
+		}
+		if spec.Partitions < len(t.Partitions) {
+			return applyResult{err: api.Precondition("partitions", "topic %q has %d partitions; partitions can grow but never shrink", c.Topic, len(t.Partitions))}
+		}
+		if len(t.Partitions)+len(c.Placement) != spec.Partitions {
+			return applyResult{err: fmt.Errorf("cluster: %d new placements for %d → %d partitions", len(c.Placement), len(t.Partitions), spec.Partitions)}
+		}
+		t.Spec = spec
+		t.Partitions = append(t.Partitions, clonePlacements(c.Placement)...)
+	case opDeleteTopic:
+		if _, ok := s.Topics[c.Topic]; !ok {
+			return applyResult{err: api.NotFound("name", "topic %q not found", c.Topic)}
+		}
+		delete(s.Topics, c.Topic)
+	case opPutSub:
+		sub, ok := s.Subscriptions[c.Sub]
+		if !ok {
+			if _, ok := s.Topics[c.SubSpec.Topic]; !ok {
+				return applyResult{err: api.NotFound("topic", "topic %q not found", c.SubSpec.Topic)}
+			}
+			epoch := uint32(index)
+			if epoch == 0 {
+				epoch = 1
+			}
+			s.Subscriptions[c.Sub] = &SubState{Name: c.Sub, Spec: *c.SubSpec, Epoch: epoch, CreateTime: c.Now}
+			break
+		}
+		sub.Spec = *c.SubSpec
+	case opDeleteSub:
+		if _, ok := s.Subscriptions[c.Sub]; !ok {
+			return applyResult{err: api.NotFound("name", "subscription %q not found", c.Sub)}
+		}
+		delete(s.Subscriptions, c.Sub)
+	case opElect, opSetISR, opReassign:
+		t, ok := s.Topics[c.Topic]
+		if !ok || c.Partition < 0 || c.Partition >= len(t.Partitions) {
+			return applyResult{err: api.NotFound("partition", "no partition %s/%d", c.Topic, c.Partition)}
+		}
+		p := t.Partitions[c.Partition]
+		if p.Epoch != c.IfEpoch {
+			return applyResult{err: errStaleEpoch}
+		}
+		switch c.Op {
+		case opElect:
+			p.Leader, p.ISR, p.Epoch = c.Leader, slices.Clone(c.ISR), p.Epoch+1
+		case opSetISR:
+			p.ISR = slices.Clone(c.ISR)
+		case opReassign:
+			p.Replicas = slices.Clone(c.Placement[0].Replicas)
+			var isr []string
+			for _, id := range p.ISR {
+				if slices.Contains(p.Replicas, id) {
+					isr = append(isr, id)
+				}
+			}
+			p.ISR = isr
+			if !slices.Contains(p.Replicas, p.Leader) {
+				p.Leader, p.Epoch = "", p.Epoch+1
+			}
+		}
+	default:
+		return applyResult{err: fmt.Errorf("cluster: unknown command %q", c.Op)}
+	}
+	return applyResult{changed: true}
+}
+
+var errStaleEpoch = api.Precondition("epoch", "the partition's leader epoch changed meanwhile")
+
+func clonePlacements(ps []*PartitionState) []*PartitionState {
+	out := make([]*PartitionState, len(ps))
+	for i, p := range ps {
+		out[i] = &PartitionState{Replicas: slices.Clone(p.Replicas), Leader: p.Leader, Epoch: p.Epoch, ISR: slices.Clone(p.ISR)}
+	}
+	return out
+}
+
+// Snapshot implements raft.FSM.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	st, _ := f.snapshotState()
+	b, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	return fsmSnapshot(b), nil
+}
+
+// Restore implements raft.FSM.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st := newState()
+	if err := json.NewDecoder(rc).Decode(st); err != nil {
+		return fmt.Errorf("cluster: restore snapshot: %w", err)
+	}
+	f.mu.Lock()
+	f.state = st
+	f.mu.Unlock()
+	if f.changed != nil {
+		f.changed()
+	}
+	return nil
+}
+
+type fsmSnapshot []byte
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s fsmSnapshot) Release() {}
+
+// memberIDs returns the member ids in order.
+func (s *State) memberIDs() []string {
+	ids := make([]string, 0, len(s.Members))
+	for id := range s.Members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}

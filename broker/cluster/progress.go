@@ -1,0 +1,177 @@
+package cluster
+
+import (
+	"strconv"
+	"sync"
+
+	"github.com/heraldmq/herald/broker/api"
+	"github.com/heraldmq/herald/broker/engine"
+	"github.com/heraldmq/herald/broker/store"
+)
+
+// Subscription progress: the engine reports done ranges (acks, skips, dead letters) of the
+// partitions this node leads; they are appended, batched, to each partition's progress log,
+// which followers fetch and apply to their own journals (docs/adr/0001).
+//
+// A progress record: Key is the subscription name, Data is uvarint epoch, uvarint count, then
+// per range varint from and uvarint length (the partition is the log's).
+
+func progressLogName(k replicaKey) string { return "progress/" + k.topic + "/" + strconv.Itoa(k.part) }
+
+func encodeProgress(epoch uint32, ranges []engine.DoneRange) []byte {
+	e := &encoder{b: make([]byte, 0, 8+len(ranges)*8)}
+	e.u(uint64(epoch))
+	e.u(uint64(len(ranges)))
+	for _, r := range ranges {
+		e.i(r.From)
+		e.u(uint64(r.N))
+	}
+	return e.b
+}
+
+func decodeProgress(b []byte, partition int) (uint32, []engine.DoneRange, error) {
+	d := &decoder{b: b}
+	epoch := d.u()
+	n := d.n(2)
+	out := make([]engine.DoneRange, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		out = append(out, engine.DoneRange{Partition: partition, From: d.i(), N: int64(d.u())})
+	}
+	if d.err != nil || len(d.b) != 0 || epoch > 1<<32-1 {
+		return 0, nil, errDecode
+	}
+	return uint32(epoch), out, nil
+}
+
+// Progress implements engine.Replicator. It is called with the subscription's lock held, so it
+// only queues; the returned func waits for the commit.
+func (n *Node) Progress(sub string, epoch uint32, topic string, ranges []engine.DoneRange) func() error {
+	byPart := map[int][]engine.DoneRange{}
+	for _, r := range ranges {
+		byPart[r.Partition] = append(byPart[r.Partition], r)
+	}
+	var items []*progressItem
+	for p, rs := range byPart {
+		it := &progressItem{key: replicaKey{topic, p}, rec: store.Record{Key: sub, Data: encodeProgress(epoch, rs)}, done: make(chan struct{})}
+		items = append(items, it)
+		n.progress.enqueue(it)
+	}
+	return func() error {
+		for _, it := range items {
+			<-it.done
+			if it.err != nil {
+				return it.err
+			}
+		}
+		return nil
+	}
+}
+
+type progressItem struct {
+	key  replicaKey
+	rec  store.Record
+	done chan struct{}
+	err  error
+}
+
+// progressWriter appends queued progress records, one batch per partition per round.
+type progressWriter struct {
+	n     *Node
+	mu    sync.Mutex
+	queue []*progressItem
+	wake  chan struct{}
+}
+
+func newProgressWriter(n *Node) *progressWriter {
+	return &progressWriter{n: n, wake: make(chan struct{}, 1)}
+}
+
+func (w *progressWriter) enqueue(it *progressItem) {
+	w.mu.Lock()
+	w.queue = append(w.queue, it)
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *progressWriter) run() {
+	defer w.n.wg.Done()
+	for {
+		select {
+		case <-w.n.stop:
+			w.failAll(api.Unavailable("broker is shutting down"))
+			return
+		case <-w.wake:
+		}
+		w.mu.Lock()
+		q := w.queue
+		w.queue = nil
+		w.mu.Unlock()
+		if len(q) == 0 {
+			continue
+		}
+		byKey := map[replicaKey][]*progressItem{}
+		var order []replicaKey
+		for _, it := range q {
+			if _, ok := byKey[it.key]; !ok {
+				order = append(order, it.key)
+			}
+			byKey[it.key] = append(byKey[it.key], it)
+		}
+		var wg sync.WaitGroup
+		for _, k := range order {
+			items := byKey[k]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				err := w.write(k, items)
+				for _, it := range items {
+					it.err = err
+					close(it.done)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+func (w *progressWriter) write(k replicaKey, items []*progressItem) error {
+	r := w.n.replica(k.topic, k.part)
+	if r == nil {
+		return api.Unavailable("partition %s is not on this broker any more", k)
+	}
+	recs := make([]store.Record, len(items))
+	for i, it := range items {
+		recs[i] = it.rec
+	}
+	_, err := r.appendLeader(kindProgress, recs)
+	return err
+}
+
+func (w *progressWriter) failAll(err error) {
+	w.mu.Lock()
+	q := w.queue
+	w.queue = nil
+	w.mu.Unlock()
+	for _, it := range q {
+		it.err = err
+		close(it.done)
+	}
+}
+
+// applyProgressRecords applies fetched progress records to the local engine (follower side).
+func (n *Node) applyProgressRecords(k replicaKey, recs []store.Record) error {
+	for i := range recs {
+		epoch, ranges, err := decodeProgress(recs[i].Data, k.part)
+		if err != nil {
+			n.log.Warn("undecodable progress record", "partition", k.String(), "offset", recs[i].Offset)
+			continue
+		}
+		if err := n.eng.ApplyProgress(recs[i].Key, epoch, ranges); err != nil && !isNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}

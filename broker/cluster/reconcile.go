@@ -1,0 +1,222 @@
+package cluster
+
+import (
+	"reflect"
+	"time"
+
+	"github.com/heraldmq/herald/broker/api"
+	"github.com/heraldmq/herald/broker/engine"
+)
+
+// The reconciler makes this node's engine and replicas match the metadata, level-based (like
+// a Kubernetes controller): after every applied Raft entry, and every second in case a step
+// failed (a disk error must not leave a node different for good).
+
+func (n *Node) reconcileLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-n.reconCh:
+		case <-tick.C:
+		}
+		n.reconcile()
+	}
+}
+
+// reconcile runs one pass now.
+func (n *Node) reconcile() {
+	n.recMu.Lock()
+	defer n.recMu.Unlock()
+	st, _ := n.fsm.snapshotState()
+	if err := n.syncEngine(st); err != nil {
+		n.log.Warn("reconcile engine", "err", err)
+	}
+	n.syncReplicas(st)
+	n.syncFetchers()
+	select {
+	case <-n.ready:
+	default:
+		if _, ok := st.Members[n.cfg.NodeID]; ok || len(n.members()) > 0 {
+			if _, ok := n.members()[n.cfg.NodeID]; ok {
+				close(n.ready)
+			}
+		}
+	}
+}
+
+// syncEngine creates, updates and deletes the engine's topics and subscriptions.
+func (n *Node) syncEngine(st *State) error {
+	var firstErr error
+	keep := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	localTopics, localSubs := n.eng.LocalNames()
+	for _, name := range localSubs {
+		if sub, ok := st.Subscriptions[name]; !ok || sub.Epoch != n.eng.SubscriptionEpoch(name) {
+			if err := n.eng.DeleteSubscription(name); err != nil && !isNotFound(err) {
+				keep(err)
+			}
+		}
+	}
+	for _, name := range localTopics {
+		if t, ok := st.Topics[name]; !ok || t.Incarnation != n.eng.TopicIncarnation(name) {
+			n.dropReplicas(name)
+			if err := n.eng.DeleteTopic(name); err != nil && !isNotFound(err) {
+				keep(err)
+			}
+		}
+	}
+	for _, t := range sortedTopics(st) {
+		cur, err := n.eng.GetTopic(t.Name)
+		if err == nil && cur.CreateTime.Equal(t.CreateTime) && specEqual(cur.TopicSpec, t.Spec) && n.eng.TopicIncarnation(t.Name) == t.Incarnation {
+			continue
+		}
+		_, _, err = n.eng.PutTopicAt(t.Name, t.Spec, engine.TopicIdentity{Incarnation: t.Incarnation, CreateTime: t.CreateTime})
+		keep(err)
+	}
+	for _, s := range st.Subscriptions {
+		if n.eng.SubscriptionEpoch(s.Name) == s.Epoch {
+			cur, err := n.eng.GetSubscription(s.Name)
+			if err == nil && reflect.DeepEqual(cur.SubscriptionSpec, s.Spec) {
+				continue
+			}
+		}
+		_, _, err := n.eng.PutSubscriptionAt(s.Name, s.Spec, engine.SubscriptionIdentity{Epoch: s.Epoch, CreateTime: s.CreateTime})
+		keep(err)
+	}
+	return firstErr
+}
+
+func specEqual(a, b api.TopicSpec) bool { return reflect.DeepEqual(a, b) }
+
+func isNotFound(err error) bool {
+	e, ok := err.(*api.Error)
+	return ok && e.Code == api.CodeNotFound
+}
+
+func sortedTopics(st *State) []*TopicState {
+	out := make([]*TopicState, 0, len(st.Topics))
+	for _, id := range sortedKeys(st.Topics) {
+		out = append(out, st.Topics[id])
+	}
+	return out
+}
+
+// syncReplicas gives every partition of every topic its role on this node.
+func (n *Node) syncReplicas(st *State) {
+	seen := map[replicaKey]bool{}
+	for _, t := range sortedTopics(st) {
+		if n.eng.TopicIncarnation(t.Name) != t.Incarnation {
+			continue // the engine could not create it (yet)
+		}
+		for i, p := range t.Partitions {
+			k := replicaKey{t.Name, i}
+			seen[k] = true
+			n.mu.Lock()
+			r := n.replicas[k]
+			n.mu.Unlock()
+			if r != nil && r.incarnation != t.Incarnation {
+				n.dropReplica(k)
+				r = nil
+			}
+			if r == nil {
+				var err error
+				r, err = n.openReplica(k, t.Incarnation)
+				if err != nil {
+					n.log.Warn("open replica", "partition", k.String(), "err", err)
+					continue
+				}
+				n.mu.Lock()
+				n.replicas[k] = r
+				n.mu.Unlock()
+			}
+			if err := r.setRole(p); err != nil {
+				n.log.Warn("replica role", "partition", k.String(), "err", err)
+			}
+		}
+	}
+	n.mu.Lock()
+	var gone []replicaKey
+	for k := range n.replicas {
+		if !seen[k] {
+			gone = append(gone, k)
+		}
+	}
+	n.mu.Unlock()
+	for _, k := range gone {
+		n.dropReplica(k)
+	}
+}
+
+func (n *Node) dropReplica(k replicaKey) {
+	n.mu.Lock()
+	r := n.replicas[k]
+	delete(n.replicas, k)
+	n.mu.Unlock()
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.role = roleNone
+	r.signalLocked()
+	r.mu.Unlock()
+	if err := n.progressStore.Remove(progressLogName(k)); err != nil {
+		n.log.Warn("remove progress log", "partition", k.String(), "err", err)
+	}
+}
+
+// dropReplicas drops every replica of a topic.
+func (n *Node) dropReplicas(topic string) {
+	n.mu.Lock()
+	var ks []replicaKey
+	for k := range n.replicas {
+		if k.topic == topic {
+			ks = append(ks, k)
+		}
+	}
+	n.mu.Unlock()
+	for _, k := range ks {
+		n.dropReplica(k)
+	}
+}
+
+// replica returns this node's replica of a partition, or nil.
+func (n *Node) replica(topic string, p int) *replica {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.replicas[replicaKey{topic, p}]
+}
+
+// replicaList returns every replica on this node.
+func (n *Node) replicaList() []*replica {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*replica, 0, len(n.replicas))
+	for _, r := range n.replicas {
+		out = append(out, r)
+	}
+	return out
+}
+
+// isrLoop checks, as partition leader, that in-sync followers keep up.
+func (n *Node) isrLoop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.cfg.HeartbeatInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case now := <-tick.C:
+			for _, r := range n.replicaList() {
+				r.checkISR(now)
+			}
+		}
+	}
+}

@@ -1,0 +1,455 @@
+package cluster
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/heraldmq/herald/broker/api"
+	"github.com/heraldmq/herald/broker/store"
+)
+
+// logKind names the two replicated logs of a partition: its messages, and the progress of its
+// subscriptions (done ranges, see docs/adr/0001).
+type logKind uint8
+
+const (
+	kindData     logKind = 0
+	kindProgress logKind = 1
+)
+
+type role uint8
+
+const (
+	roleNone role = iota
+	roleFollower
+	roleLeader
+)
+
+func (r role) String() string {
+	return [...]string{"none", "follower", "leader"}[r]
+}
+
+type replicaKey struct {
+	topic string
+	part  int
+}
+
+func (k replicaKey) String() string { return k.topic + "/" + strconv.Itoa(k.part) }
+
+// followerState is what a leader knows of one follower.
+type followerState struct {
+	leo       [2]int64  // log ends it reported (everything below is on its disk)
+	lastFetch time.Time // its last fetch
+	caughtUp  time.Time // last time it had everything the leader had
+}
+
+// replica is this node's copy of one partition: its role and, as leader, the followers'
+// progress and the high watermarks.
+type replica struct {
+	n           *Node
+	key         replicaKey
+	incarnation uint64
+	progress    store.Log // the subscription-progress log
+	epochs      [2]*epochCache
+
+	mu        sync.Mutex
+	role      role
+	epoch     uint64
+	leaderID  string
+	replicas  []string
+	isr       []string
+	hw        [2]int64
+	followers map[string]*followerState
+	changed   chan struct{} // closed and replaced when hw, role or isr change
+	isrAsk    time.Time     // last ISR change request (rate limit)
+}
+
+func (n *Node) openReplica(k replicaKey, incarnation uint64) (*replica, error) {
+	pl, err := n.progressStore.Open(progressLogName(k))
+	if err != nil {
+		return nil, err
+	}
+	r := &replica{n: n, key: k, incarnation: incarnation, progress: pl, followers: map[string]*followerState{}, changed: make(chan struct{})}
+	for kind := range r.epochs {
+		path := ""
+		if n.cfg.DataDir != "" {
+			path = filepath.Join(n.cfg.DataDir, "epochs", k.topic, strconv.Itoa(k.part)+"."+strconv.Itoa(kind)+".json")
+		}
+		c, err := openEpochCache(path)
+		if err != nil {
+			return nil, err
+		}
+		r.epochs[kind] = c
+	}
+	_, _, hw, err := n.eng.PartitionOffsets(k.topic, k.part)
+	if err != nil {
+		return nil, err
+	}
+	r.hw[kindData] = hw
+	r.hw[kindProgress] = pl.EndOffset() // replayed on open: see applyLocalProgress
+	return r, nil
+}
+
+// logEnd is the end of one of the replica's logs.
+func (r *replica) logEnd(kind logKind) int64 {
+	if kind == kindProgress {
+		return r.progress.EndOffset()
+	}
+	_, end, _, err := r.n.eng.PartitionOffsets(r.key.topic, r.key.part)
+	if err != nil {
+		return 0
+	}
+	return end
+}
+
+func (r *replica) logStart(kind logKind) int64 {
+	if kind == kindProgress {
+		return r.progress.StartOffset()
+	}
+	start, _, _, err := r.n.eng.PartitionOffsets(r.key.topic, r.key.part)
+	if err != nil {
+		return 0
+	}
+	return start
+}
+
+func (r *replica) read(kind logKind, from int64, max, maxBytes int) ([]store.Record, error) {
+	if kind == kindProgress {
+		return r.progress.Read(from, max, maxBytes)
+	}
+	return r.n.eng.ReadPartition(r.key.topic, r.key.part, from, max, maxBytes)
+}
+
+func (r *replica) truncate(kind logKind, off int64) error {
+	if err := r.epochs[kind].truncateTo(off); err != nil {
+		return err
+	}
+	if kind == kindProgress {
+		if off >= r.progress.EndOffset() {
+			return nil
+		}
+		return r.progress.Truncate(off)
+	}
+	return r.n.eng.TruncatePartition(r.key.topic, r.key.part, off)
+}
+
+// signalLocked wakes everything waiting on this replica, and fetches long-polling on the node.
+func (r *replica) signalLocked() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.n.bump()
+}
+
+// minISR is the in-sync replicas a write needs: a majority of the replicas.
+func minISR(replicas int) int { return replicas/2 + 1 }
+
+// setRole applies the metadata's view of the partition to this replica.
+func (r *replica) setRole(p *PartitionState) error {
+	me := r.n.cfg.NodeID
+	want := roleNone
+	switch {
+	case p.Leader == me:
+		want = roleLeader
+	case slices.Contains(p.Replicas, me):
+		want = roleFollower
+	}
+	r.mu.Lock()
+	same := r.role == want && r.epoch == p.Epoch
+	r.replicas, r.isr, r.leaderID = slices.Clone(p.Replicas), slices.Clone(p.ISR), p.Leader
+	if same {
+		if want == roleLeader {
+			r.advanceHWLocked()
+		}
+		r.signalLocked()
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	if want == roleLeader {
+		return r.becomeLeader(p.Epoch)
+	}
+	// Stop leading (if we did) before anything else: no more appends or deliveries here.
+	if err := r.n.eng.SetPartitionRole(r.key.topic, r.key.part, false, p.Epoch); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.role, r.epoch = want, p.Epoch
+	r.followers = map[string]*followerState{}
+	r.signalLocked()
+	r.mu.Unlock()
+	return nil
+}
+
+// becomeLeader starts leading at epoch: the epoch is recorded at the logs' ends (so followers
+// can find where they diverge), then the engine starts accepting appends and delivering.
+func (r *replica) becomeLeader(epoch uint64) error {
+	if err := r.n.eng.SetPartitionRole(r.key.topic, r.key.part, false, epoch); err != nil {
+		return err
+	}
+	for kind := range r.epochs {
+		if err := r.epochs[kind].assign(epoch, r.logEnd(logKind(kind))); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.role, r.epoch = roleLeader, epoch
+	r.followers = map[string]*followerState{}
+	now := time.Now()
+	for _, id := range r.isr {
+		if id != r.n.cfg.NodeID {
+			// Unknown until it fetches; a grace period before the ISR check may drop it.
+			r.followers[id] = &followerState{leo: [2]int64{-1, -1}, caughtUp: now, lastFetch: now}
+		}
+	}
+	r.advanceHWLocked()
+	r.signalLocked()
+	r.mu.Unlock()
+	if err := r.n.eng.SetPartitionRole(r.key.topic, r.key.part, true, epoch); err != nil {
+		return err
+	}
+	r.n.log.Info("leading partition", "partition", r.key.String(), "epoch", epoch)
+	return nil
+}
+
+// advanceHWLocked recomputes the leader's high watermarks: the smallest log end among the
+// in-sync replicas. It never moves back.
+func (r *replica) advanceHWLocked() {
+	if r.role != roleLeader {
+		return
+	}
+	for kind := range r.hw {
+		hw := r.logEnd(logKind(kind))
+		for _, id := range r.isr {
+			if id == r.n.cfg.NodeID {
+				continue
+			}
+			f := r.followers[id]
+			if f == nil || f.leo[kind] < 0 {
+				hw = -1
+				break
+			}
+			hw = min(hw, f.leo[kind])
+		}
+		if hw > r.hw[kind] {
+			r.hw[kind] = hw
+			if logKind(kind) == kindData {
+				if err := r.n.eng.SetHighWatermark(r.key.topic, r.key.part, hw); err != nil {
+					r.n.log.Warn("set high watermark", "partition", r.key.String(), "err", err)
+				}
+			}
+			r.signalLocked()
+		}
+	}
+}
+
+// appendLeader appends records as the partition's leader and waits until they are committed.
+func (r *replica) appendLeader(kind logKind, recs []store.Record) (int64, error) {
+	r.mu.Lock()
+	if r.role != roleLeader {
+		r.mu.Unlock()
+		return 0, errNotLeader
+	}
+	epoch := r.epoch
+	if len(r.isr) < minISR(len(r.replicas)) {
+		isr := len(r.isr)
+		r.mu.Unlock()
+		return 0, api.Unavailable("%s", fmt.Sprintf("partition %s has %d in-sync replicas of %d; a write needs %d", r.key, isr, len(r.replicas), minISR(len(r.replicas))))
+	}
+	r.mu.Unlock()
+	var base int64
+	var err error
+	if kind == kindProgress {
+		base, err = r.progress.Append(recs)
+	} else {
+		base, err = r.n.eng.AppendLeader(r.key.topic, r.key.part, epoch, recs)
+	}
+	if err != nil {
+		return 0, err
+	}
+	end := base + int64(len(recs))
+	r.mu.Lock()
+	r.advanceHWLocked()
+	r.n.bump()
+	r.mu.Unlock()
+	return base, r.waitCommitted(kind, end, epoch)
+}
+
+// waitCommitted waits until the high watermark reaches end, while this node leads at epoch.
+func (r *replica) waitCommitted(kind logKind, end int64, epoch uint64) error {
+	timeout := time.NewTimer(r.n.cfg.CommitTimeout)
+	defer timeout.Stop()
+	for {
+		r.mu.Lock()
+		if r.role != roleLeader || r.epoch != epoch {
+			r.mu.Unlock()
+			return api.Unavailable("%s", fmt.Sprintf("partition %s changed leader before the write was committed; retry", r.key))
+		}
+		if r.hw[kind] >= end {
+			r.mu.Unlock()
+			return nil
+		}
+		ch := r.changed
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timeout.C:
+			return api.Unavailable("%s", fmt.Sprintf("partition %s: the in-sync replicas did not confirm the write within %s; retry", r.key, r.n.cfg.CommitTimeout))
+		case <-r.n.stop:
+			return api.Unavailable("broker is shutting down")
+		}
+	}
+}
+
+var errNotLeader = api.Unavailable("this broker does not lead the partition")
+
+// serveFetch answers one entry of a follower's fetch. It records the follower's progress.
+func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchResult {
+	r.mu.Lock()
+	if r.role != roleLeader || r.epoch != x.Epoch || r.incarnation != x.Incarnation {
+		r.mu.Unlock()
+		return fetchResult{Code: fetchNotLeader}
+	}
+	kind := x.Kind
+	end := r.logEnd(kind)
+	start := r.logStart(kind)
+	if x.Offset < start {
+		r.mu.Unlock()
+		return fetchResult{Code: fetchOutOfRange, LogStart: start}
+	}
+	if x.Offset > 0 {
+		e, epochEnd := r.epochs[kind].endFor(x.LastEpoch, end)
+		if e != x.LastEpoch || epochEnd < x.Offset {
+			r.mu.Unlock()
+			return fetchResult{Code: fetchDiverging, DivergeEpoch: e, DivergeEnd: epochEnd}
+		}
+	}
+	f := r.followers[follower]
+	if f == nil {
+		f = &followerState{leo: [2]int64{-1, -1}}
+		r.followers[follower] = f
+	}
+	now := time.Now()
+	f.leo[kind] = x.Offset
+	f.lastFetch = now
+	if f.leo[kindData] >= r.logEnd(kindData) && f.leo[kindProgress] >= r.progress.EndOffset() {
+		f.caughtUp = now
+	}
+	r.advanceHWLocked()
+	hw := r.hw[kind]
+	needISR := !slices.Contains(r.isr, follower) && f.leo[kindData] >= r.hw[kindData] && f.leo[kindProgress] >= r.hw[kindProgress] && f.leo[kindData] >= 0 && f.leo[kindProgress] >= 0
+	r.mu.Unlock()
+	if needISR {
+		r.n.requestISRChange(r, follower, true)
+	}
+	res := fetchResult{Code: fetchOK, HW: hw, LogStart: start}
+	if x.Offset < end {
+		recs, err := r.read(kind, x.Offset, 2000, maxBytes)
+		if err == nil && len(recs) > 0 {
+			res.Records = recs
+			res.Epochs = r.epochs[kind].covering(x.Offset, recs[len(recs)-1].Offset+1)
+		}
+	}
+	return res
+}
+
+// checkISR drops in-sync followers that stopped keeping up (leader only).
+func (r *replica) checkISR(now time.Time) {
+	r.mu.Lock()
+	if r.role != roleLeader {
+		r.mu.Unlock()
+		return
+	}
+	var drop []string
+	for _, id := range r.isr {
+		if id == r.n.cfg.NodeID {
+			continue
+		}
+		f := r.followers[id]
+		if f == nil {
+			continue
+		}
+		if now.Sub(f.caughtUp) > r.n.cfg.ReplicaLagTime || now.Sub(f.lastFetch) > r.n.cfg.FailureTimeout*2 {
+			drop = append(drop, id)
+		}
+	}
+	r.mu.Unlock()
+	for _, id := range drop {
+		r.n.requestISRChange(r, id, false)
+	}
+}
+
+// applyFetched stores what the leader sent for one entry (follower side). It returns whether
+// it made progress.
+func (r *replica) applyFetched(x fetchEntry, res fetchResult) (bool, error) {
+	kind := x.Kind
+	switch res.Code {
+	case fetchOK:
+	case fetchDiverging:
+		_, mine := r.epochs[kind].endFor(res.DivergeEpoch, r.logEnd(kind))
+		to := min(res.DivergeEnd, mine, r.logEnd(kind))
+		r.n.log.Info("truncating diverged replica", "partition", r.key.String(), "kind", kind, "to", to, "end", r.logEnd(kind))
+		return true, r.truncate(kind, to)
+	case fetchOutOfRange:
+		return false, fmt.Errorf("cluster: replica %s (kind %d) ends at %d, before the leader's log start %d", r.key, kind, x.Offset, res.LogStart)
+	default:
+		return false, nil
+	}
+	if len(res.Records) > 0 {
+		if res.Records[0].Offset != r.logEnd(kind) {
+			return false, nil // a truncation raced with this fetch: ask again
+		}
+		for _, e := range res.Epochs {
+			if err := r.epochs[kind].assign(e.Epoch, max(e.Start, res.Records[0].Offset)); err != nil {
+				return false, err
+			}
+		}
+		if kind == kindProgress {
+			if err := r.n.applyProgressRecords(r.key, res.Records); err != nil {
+				return false, err
+			}
+			if _, err := r.progress.Append(res.Records); err != nil {
+				return false, err
+			}
+		} else if err := r.n.eng.AppendReplica(r.key.topic, r.key.part, res.Records); err != nil {
+			return false, err
+		}
+	}
+	hw := min(res.HW, r.logEnd(kind))
+	r.mu.Lock()
+	if hw > r.hw[kind] {
+		r.hw[kind] = hw
+	}
+	r.mu.Unlock()
+	if kind == kindData {
+		if err := r.n.eng.SetHighWatermark(r.key.topic, r.key.part, hw); err != nil {
+			return false, err
+		}
+	}
+	return len(res.Records) > 0, nil
+}
+
+// fetchEntry describes what this follower has of one log.
+func (r *replica) fetchEntry(kind logKind) (fetchEntry, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.role != roleFollower || r.leaderID == "" {
+		return fetchEntry{}, false
+	}
+	return fetchEntry{Topic: r.key.topic, Partition: r.key.part, Kind: kind, Incarnation: r.incarnation, Epoch: r.epoch,
+		Offset: r.logEnd(kind), LastEpoch: r.epochs[kind].lastEpoch(), HW: r.hw[kind]}, true
+}
+
+// view is the partition as GET /v1/cluster shows it.
+func (r *replica) roleView() (role, uint64, [2]int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.role, r.epoch, r.hw
+}
+
+func (r *replica) close() error {
+	return nil
+}
