@@ -17,7 +17,8 @@ type controller struct {
 
 	mu       sync.Mutex
 	lastSeen map[string]time.Time
-	leading  bool // was the Raft leader at the last tick
+	since    map[string]time.Time // alive without a gap since
+	leading  bool                 // was the Raft leader at the last tick
 }
 
 func newController(n *Node) *controller {
@@ -73,81 +74,6 @@ func (c *controller) run() {
 		c.mu.Unlock()
 		c.tick()
 	}
-}
-
-// tick makes one round of decisions.
-func (c *controller) tick() {
-	members := c.n.members()
-	alive := c.alive(members)
-	st, _ := c.n.fsm.snapshotState()
-	// Members the metadata should know (draining flags live there).
-	for _, t := range sortedTopics(st) {
-		for i, p := range t.Partitions {
-			if cmd := decide(t.Name, i, p, alive, st); cmd != nil {
-				if _, err := c.n.apply(cmd); err != nil && err != errStaleEpoch {
-					c.n.log.Warn("controller", "op", cmd.Op, "partition", t.Name, "index", i, "err", err)
-				}
-			}
-		}
-	}
-}
-
-// decide returns the change one partition needs, or nil.
-func decide(topic string, part int, p *PartitionState, alive map[string]bool, st *State) *Command {
-	draining := func(id string) bool {
-		m := st.Members[id]
-		return m != nil && m.Draining
-	}
-	leaderOK := p.Leader != "" && alive[p.Leader] && !draining(p.Leader)
-	if p.Leader != "" && alive[p.Leader] && draining(p.Leader) {
-		// Move leadership off a draining member only to an in-sync, live, non-draining replica.
-		if next := pickLeader(p, alive, draining); next != "" {
-			return &Command{Op: opElect, Topic: topic, Partition: part, IfEpoch: p.Epoch, Leader: next, ISR: p.ISR}
-		}
-		leaderOK = true
-	}
-	if !leaderOK {
-		next := pickLeader(p, alive, draining)
-		if next == "" {
-			next = pickLeader(p, alive, func(string) bool { return false })
-		}
-		if next == "" {
-			if p.Leader == "" {
-				return nil // offline until an in-sync replica comes back
-			}
-			// Fence the dead leader; the ISR stays, so any of them may lead when it returns.
-			return &Command{Op: opElect, Topic: topic, Partition: part, IfEpoch: p.Epoch, Leader: "", ISR: p.ISR}
-		}
-		isr := []string{next}
-		for _, id := range p.ISR {
-			if id != next && alive[id] {
-				isr = append(isr, id)
-			}
-		}
-		return &Command{Op: opElect, Topic: topic, Partition: part, IfEpoch: p.Epoch, Leader: next, ISR: isr}
-	}
-	// A live leader: drop dead followers from the ISR now instead of after the lag time, so
-	// writes go on without them.
-	var isr []string
-	for _, id := range p.ISR {
-		if id == p.Leader || alive[id] {
-			isr = append(isr, id)
-		}
-	}
-	if len(isr) != len(p.ISR) {
-		return &Command{Op: opSetISR, Topic: topic, Partition: part, IfEpoch: p.Epoch, ISR: isr}
-	}
-	return nil
-}
-
-// pickLeader is the first replica (preferred order) that is in sync, alive and not draining.
-func pickLeader(p *PartitionState, alive map[string]bool, draining func(string) bool) string {
-	for _, id := range p.Replicas {
-		if slices.Contains(p.ISR, id) && alive[id] && !draining(id) {
-			return id
-		}
-	}
-	return ""
 }
 
 // place chooses replicas for count new partitions: rf distinct members each, spreading both

@@ -25,8 +25,11 @@ type State struct {
 type Member struct {
 	ID      string `json:"id"`
 	Address string `json:"address"` // host:port of its HTTP listener
-	// Draining members get no new replicas and lead nothing once drained (scale-down).
+	// Draining members get no new replicas, and the controller moves their replicas and
+	// leaderships to other members (scale-down).
 	Draining bool `json:"draining,omitempty"`
+	// Leaving members lead nothing (a graceful stop or restart); their replicas stay.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // TopicState is a topic and where its partitions live.
@@ -99,6 +102,7 @@ const (
 	opAddMember    = "addMember"
 	opRemoveMember = "removeMember"
 	opSetDraining  = "setDraining"
+	opSetLeaving   = "setLeaving"
 	opPutTopic     = "putTopic"
 	opDeleteTopic  = "deleteTopic"
 	opPutSub       = "putSub"
@@ -180,12 +184,29 @@ func apply(s *State, c *Command, index uint64) applyResult {
 	case opSetDraining:
 		m, ok := s.Members[c.MemberID]
 		if !ok {
-			return applyResult{err: api.NotFound("member", "no member %q", c.MemberID)}
+			if !c.Draining {
+				return applyResult{}
+			}
+			m = &Member{ID: c.MemberID}
+			s.Members[c.MemberID] = m
 		}
 		if m.Draining == c.Draining {
 			return applyResult{}
 		}
 		m.Draining = c.Draining
+	case opSetLeaving:
+		m := s.Members[c.MemberID]
+		if m == nil {
+			if !c.Draining {
+				return applyResult{}
+			}
+			m = &Member{ID: c.MemberID}
+			s.Members[c.MemberID] = m
+		}
+		if m.Leaving == c.Draining {
+			return applyResult{}
+		}
+		m.Leaving = c.Draining
 	case opPutTopic:
 		spec := *c.TopicSpec
 		t, ok := s.Topics[c.Topic]
@@ -239,10 +260,21 @@ func apply(s *State, c *Command, index uint64) applyResult {
 		}
 		switch c.Op {
 		case opElect:
+			if c.Leader != "" && !slices.Contains(c.ISR, c.Leader) {
+				return applyResult{err: fmt.Errorf("cluster: elect %q outside the ISR %v", c.Leader, c.ISR)}
+			}
 			p.Leader, p.ISR, p.Epoch = c.Leader, slices.Clone(c.ISR), p.Epoch+1
 		case opSetISR:
-			p.ISR = slices.Clone(c.ISR)
+			if p.Leader != "" && !slices.Contains(c.ISR, p.Leader) {
+				return applyResult{err: fmt.Errorf("cluster: ISR %v without the leader %q", c.ISR, p.Leader)}
+			}
+			// Only replicas can be in sync: a request made before a reassignment may name one
+			// that has been moved away since.
+			p.ISR = slices.DeleteFunc(slices.Clone(c.ISR), func(id string) bool { return !slices.Contains(p.Replicas, id) })
 		case opReassign:
+			if len(c.Placement) != 1 || len(c.Placement[0].Replicas) == 0 || (p.Leader != "" && !slices.Contains(c.Placement[0].Replicas, p.Leader)) {
+				return applyResult{err: fmt.Errorf("cluster: bad reassignment of %s/%d", c.Topic, c.Partition)}
+			}
 			p.Replicas = slices.Clone(c.Placement[0].Replicas)
 			var isr []string
 			for _, id := range p.ISR {

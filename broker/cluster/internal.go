@@ -156,6 +156,7 @@ func (n *Node) rpcs() map[string]rpcHandler {
 		"peek":       n.rpcPeek,
 		"stats":      n.rpcStats,
 		"led":        n.rpcLed,
+		"remove":     n.rpcRemove,
 	}
 }
 

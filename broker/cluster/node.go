@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -61,6 +62,9 @@ type Config struct {
 	ReplicaLagTime time.Duration
 	// CommitTimeout bounds how long a write waits for the in-sync replicas. Default 15s.
 	CommitTimeout time.Duration
+	// PreferredLeaderDelay: a partition's preferred replica takes its leadership back once it
+	// has been up this long (after a restart). Default 10s.
+	PreferredLeaderDelay time.Duration
 	// RaftHeartbeat and RaftElection tune hashicorp/raft (defaults 500ms and 1s).
 	RaftHeartbeat, RaftElection time.Duration
 }
@@ -77,6 +81,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.CommitTimeout == 0 {
 		c.CommitTimeout = 15 * time.Second
+	}
+	if c.PreferredLeaderDelay == 0 {
+		c.PreferredLeaderDelay = 10 * time.Second
 	}
 	if c.RaftHeartbeat == 0 {
 		c.RaftHeartbeat = 500 * time.Millisecond
@@ -114,6 +121,9 @@ type Node struct {
 
 	ctl      *controller
 	progress *progressWriter
+
+	handingOff atomic.Bool // Handoff started: do not clear the leaving flag
+	clearing   atomic.Bool
 
 	stop    chan struct{}
 	stopped sync.Once

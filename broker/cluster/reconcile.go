@@ -37,6 +37,7 @@ func (n *Node) reconcile() {
 	}
 	n.syncReplicas(st)
 	n.syncFetchers()
+	n.clearLeaving(st)
 	select {
 	case <-n.ready:
 	default:

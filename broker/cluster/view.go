@@ -24,6 +24,13 @@ type MemberView struct {
 	// Ready: the member answered its /readyz just now.
 	Ready    bool `json:"ready"`
 	Draining bool `json:"draining,omitempty"`
+	// Leaving: handing its leaderships over before it stops.
+	Leaving bool `json:"leaving,omitempty"`
+	// Replicas and Leaders count the partitions placed on it and led by it.
+	Replicas int `json:"replicas"`
+	Leaders  int `json:"leaders"`
+	// Drained: draining and holding no replica any more — safe to remove.
+	Drained bool `json:"drained,omitempty"`
 }
 
 // PartitionView is one partition's placement and replication state.
@@ -111,11 +118,7 @@ func (n *Node) ClusterView(ctx context.Context) View {
 	}
 	wg.Wait()
 	for _, id := range sortedKeys(members) {
-		m := MemberView{ID: id, Address: members[id], Ready: ready[id]}
-		if sm := st.Members[id]; sm != nil {
-			m.Draining = sm.Draining
-		}
-		v.Members = append(v.Members, m)
+		v.Members = append(v.Members, n.memberView(st, id, members[id], ready[id]))
 	}
 	for _, t := range sortedTopics(st) {
 		for i, p := range t.Partitions {

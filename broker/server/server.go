@@ -60,6 +60,8 @@ type Options struct {
 	Internal http.Handler
 	// Cluster serves GET /v1/cluster; without it the route says the broker runs alone.
 	Cluster http.HandlerFunc
+	// ClusterAdmin serves /v1/cluster/… (membership: drain, remove).
+	ClusterAdmin http.Handler
 }
 
 // New returns the HTTP API over b.
@@ -124,6 +126,9 @@ func (s *Server) routes() {
 	s.handle("/v1/subscriptions/{sub}/peek", methods{"POST": s.peek})
 	s.handle("/v1/subscriptions/{sub}/stream", methods{"GET": s.stream})
 	s.handle("/v1/cluster", methods{"GET": s.cluster})
+	if s.opt.ClusterAdmin != nil {
+		s.mux.Handle("/v1/cluster/", s.opt.ClusterAdmin)
+	}
 	if s.opt.Internal != nil {
 		s.mux.Handle("/v1/internal/", s.opt.Internal)
 	}

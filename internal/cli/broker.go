@@ -441,7 +441,7 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 			return err
 		}
 		defer node.Close()
-		opts = server.Options{Backend: node, Internal: node.Handler(), Cluster: node.ServeClusterView}
+		opts = server.Options{Backend: node, Internal: node.Handler(), Cluster: node.ServeClusterView, ClusterAdmin: node.AdminHandler()}
 		log.Info("cluster node started", "id", node.ID())
 	}
 	pushes := push.NewManager(b, push.Options{Logger: log})
@@ -455,6 +455,14 @@ func serveBroker(c BrokerConfig, stderr io.Writer) error {
 		return err
 	}
 	log.Info("shutting down")
+	if node != nil {
+		// Hand leaderships over while still serving, so producers and consumers only retry.
+		hctx, hcancel := context.WithTimeout(context.Background(), 15*time.Second)
+		if err := node.Handoff(hctx); err != nil {
+			log.Warn("handing leaderships over", "err", err)
+		}
+		hcancel()
+	}
 	shCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	srv.Shutdown(shCtx)
