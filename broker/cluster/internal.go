@@ -23,6 +23,7 @@ import (
 var (
 	errNoController = api.Unavailable("the cluster has no controller right now (an election is in progress); retry")
 	errShutdown     = api.Unavailable("broker is shutting down")
+	errNotMember    = api.Precondition("cluster", "this broker is not a member of a cluster yet")
 )
 
 // Handler serves /v1/internal/.
@@ -133,12 +134,15 @@ func (n *Node) rpcs() map[string]rpcHandler {
 			return map[string]uint64{"index": idx}, nil
 		},
 		"join": func(ctx context.Context, b json.RawMessage) (any, error) {
-			if !n.isLeader() {
-				return nil, errNoController
-			}
 			var in struct{ ID, Address string }
 			if err := json.Unmarshal(b, &in); err != nil {
 				return nil, err
+			}
+			if len(n.members()) == 0 {
+				return nil, errNotMember
+			}
+			if !n.isLeader() {
+				return nil, n.callLeader(ctx, "join", in, nil)
 			}
 			if in.ID == "" || in.Address == "" {
 				return nil, api.Invalid("id", "id and address are required")

@@ -29,8 +29,10 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/heraldmq/herald/broker/api"
 	"github.com/heraldmq/herald/broker/engine"
 	"github.com/heraldmq/herald/broker/store"
+	"github.com/heraldmq/herald/internal/hostsfile"
 )
 
 // Config configures one node.
@@ -109,6 +111,7 @@ type Node struct {
 	progressStore store.Store
 	client        *http.Client
 	scheme        string
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu       sync.Mutex
 	replicas map[replicaKey]*replica
@@ -145,8 +148,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.TLS != nil {
 		n.scheme = "https"
 	}
-	tr := &http.Transport{TLSClientConfig: cfg.TLS, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute,
-		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
+	// Peers' names resolve through the local cluster's hosts file when it has one.
+	n.dial = hostsfile.FromEnv().DialContext((&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+	tr := &http.Transport{TLSClientConfig: cfg.TLS, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute, DialContext: n.dial}
 	n.client = &http.Client{Transport: tr}
 	opts := store.Options{Sync: cfg.Sync, SegmentBytes: 16 << 20}
 	if cfg.DataDir == "" {
@@ -174,6 +178,7 @@ func (n *Node) Start(eng *engine.Broker) error {
 	if err != nil {
 		return err
 	}
+	stream.dial = n.dial
 	n.stream = stream
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: os.Stderr})
 	n.transport = raft.NewNetworkTransportWithLogger(stream, 3, 10*time.Second, hl)
@@ -218,7 +223,8 @@ func (n *Node) Start(eng *engine.Broker) error {
 		return fmt.Errorf("cluster: start raft: %w", err)
 	}
 	n.raft = r
-	if !has && len(n.cfg.Peers) > 0 {
+	bootstrap := !has && len(n.cfg.Peers) > 0 && len(n.cfg.Join) == 0
+	if bootstrap {
 		var servers []raft.Server
 		for id, addr := range n.cfg.Peers {
 			servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
@@ -234,9 +240,9 @@ func (n *Node) Start(eng *engine.Broker) error {
 	go n.ctl.run()
 	go n.isrLoop()
 	go n.progress.run()
-	if !has && len(n.cfg.Peers) == 0 && len(n.cfg.Join) > 0 {
+	if !has && len(n.cfg.Join) > 0 {
 		n.wg.Add(1)
-		go n.joinLoop()
+		go n.joinLoop(len(n.cfg.Peers) > 0)
 	}
 	return nil
 }
@@ -371,22 +377,43 @@ func (n *Node) waitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
-// joinLoop asks existing members to add this node until it is in the configuration.
-func (n *Node) joinLoop() {
+// joinLoop asks existing members to add this node until it is in the configuration. With
+// mayFound (it also has founding Peers: pod 0 under the operator), it founds the cluster
+// instead when for foundAfter no address answered as a member of one.
+func (n *Node) joinLoop(mayFound bool) {
 	defer n.wg.Done()
+	const foundAfter = 3 * time.Second
+	start := time.Now()
+	sawCluster := false
 	for !n.stopping() {
 		if _, ok := n.members()[n.cfg.NodeID]; ok {
 			return
 		}
 		for _, addr := range n.cfg.Join {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			err := n.callAddr(ctx, addr, "join", map[string]string{"id": n.cfg.NodeID, "address": n.cfg.Advertise}, nil)
 			cancel()
 			if err == nil {
 				n.log.Info("joined the cluster", "via", addr)
 				return
 			}
+			var ae *api.Error
+			if errors.As(err, &ae) && ae.Message != errNotMember.Message && !strings.Contains(ae.Message, "unreachable") {
+				sawCluster = true
+			}
 			n.log.Debug("join", "via", addr, "err", err)
+		}
+		if mayFound && !sawCluster && time.Since(start) > foundAfter {
+			var servers []raft.Server
+			for id, addr := range n.cfg.Peers {
+				servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr), Suffrage: raft.Voter})
+			}
+			if err := n.raft.BootstrapCluster(raft.Configuration{Servers: servers}).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+				n.log.Error("bootstrap", "err", err)
+			} else {
+				n.log.Info("founded the cluster: no existing member answered")
+			}
+			return
 		}
 		select {
 		case <-n.stop:

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -27,6 +28,9 @@ const (
 type streamLayer struct {
 	advertise net.Addr
 	tls       *tls.Config // client side; nil for plain TCP
+	// dial, when set, opens connections (the node's dialer, which knows the local cluster's
+	// hosts file); nil: a plain net.Dialer.
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	conns     chan net.Conn
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -72,14 +76,53 @@ func (l *streamLayer) Close() error {
 // Addr implements net.Listener: the address peers reach this node at.
 func (l *streamLayer) Addr() net.Addr { return l.advertise }
 
+// dialHook, when set, opens every Raft connection instead of a net.Dialer (from is the dialing
+// node's advertised address). Only tests set it, before any node starts: they use it to cut the
+// network between nodes (cluster_test.go).
+var dialHook func(ctx context.Context, from, network, address string) (net.Conn, error)
+
 // Dial implements raft.StreamLayer.
 func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	var conn net.Conn
 	var err error
-	if l.tls != nil {
+	switch {
+	case dialHook != nil:
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		conn, err = dialHook(ctx, l.advertise.String(), "tcp", string(address))
+		cancel()
+		if err == nil && l.tls != nil {
+			cfg := l.tls.Clone()
+			if cfg.ServerName == "" {
+				cfg.ServerName, _, _ = net.SplitHostPort(string(address))
+			}
+			tc := tls.Client(conn, cfg)
+			tc.SetDeadline(time.Now().Add(timeout))
+			if err = tc.Handshake(); err != nil {
+				conn.Close()
+			}
+			conn = tc
+		}
+	case l.dial != nil:
+		// Through the node's dialer: the local cluster's hosts file resolves peers' names.
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		conn, err = l.dial(ctx, "tcp", string(address))
+		cancel()
+		if err == nil && l.tls != nil {
+			cfg := l.tls.Clone()
+			if cfg.ServerName == "" {
+				cfg.ServerName, _, _ = net.SplitHostPort(string(address))
+			}
+			tc := tls.Client(conn, cfg)
+			tc.SetDeadline(time.Now().Add(timeout))
+			if err = tc.Handshake(); err != nil {
+				conn.Close()
+			}
+			conn = tc
+		}
+	case l.tls != nil:
 		conn, err = tls.DialWithDialer(&d, "tcp", string(address), l.tls)
-	} else {
+	default:
 		conn, err = d.Dial("tcp", string(address))
 	}
 	if err != nil {

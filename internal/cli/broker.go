@@ -364,7 +364,14 @@ func validateBrokerConfig(c BrokerConfig) error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: must be text or json", c.LogFormat)
 	}
-	if _, err := clusterConfig(c, os.Getenv); err != nil {
+	// Check the cluster settings' shape; the pod name is only known where the broker runs.
+	asPod := func(k string) string {
+		if v := os.Getenv(k); v != "" || k != "HERALD_POD_NAME" || c.Cluster == nil {
+			return v
+		}
+		return c.Cluster.StatefulSet + "-0"
+	}
+	if _, err := clusterConfig(c, asPod); err != nil {
 		return err
 	}
 	return nil

@@ -35,10 +35,17 @@ func clusterConfig(c BrokerConfig, getenv func(string) string) (*nodeSettings, e
 		s.peers = peers
 	}
 	s.join = cluster.ParseJoin(c.ClusterJoin)
+	if s.id == "" && c.Cluster != nil && c.Cluster.StatefulSet != "" {
+		// Under the operator every broker is a cluster node (of one, at first), named by its pod.
+		s.id = getenv("HERALD_POD_NAME")
+		if s.id == "" {
+			s.id, _ = os.Hostname()
+		}
+	}
 	if s.id == "" && (s.peers != nil || len(s.join) > 0) {
 		return nil, fmt.Errorf("--node-id is required with --cluster-peers or --cluster-join")
 	}
-	if s.id != "" && s.peers == nil && len(s.join) == 0 && c.Cluster != nil && c.Cluster.StatefulSet != "" {
+	if s.id != "" && s.peers == nil && len(s.join) == 0 && c.Cluster != nil && c.Cluster.StatefulSet != "" && c.Cluster.PeerDomain != "" && c.Cluster.Port > 0 {
 		// Under the operator: derive peers from the StatefulSet's stable names.
 		prefix := c.Cluster.StatefulSet + "-"
 		ord, err := strconv.Atoi(strings.TrimPrefix(s.id, prefix))
@@ -52,10 +59,17 @@ func clusterConfig(c BrokerConfig, getenv func(string) string) (*nodeSettings, e
 			s.advertise = addr(ord)
 		}
 		if ord == 0 {
+			// Pod 0 founds the cluster — unless it lost its data while the others kept theirs:
+			// then it must join them, and the join list covers that (see cluster.Config.Join).
 			s.peers = map[string]string{s.id: s.advertise}
-		} else {
-			for i := 0; i < ord; i++ {
+			for i := 1; i <= 8; i++ {
 				s.join = append(s.join, addr(i))
+			}
+		} else {
+			for i := 0; i < ord+8; i++ {
+				if i != ord {
+					s.join = append(s.join, addr(i))
+				}
 			}
 		}
 	}
