@@ -174,6 +174,9 @@ func (n *Node) ID() string { return n.cfg.NodeID }
 // Start starts Raft and the node's background work.
 func (n *Node) Start(eng *engine.Broker) error {
 	n.eng = eng
+	if err := eng.Metrics.Registry.Register(metricsCollector{n}); err != nil {
+		return err
+	}
 	stream, err := newStreamLayer(n.cfg.Advertise, n.cfg.TLS)
 	if err != nil {
 		return err

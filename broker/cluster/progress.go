@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 
@@ -169,9 +171,27 @@ func (n *Node) applyProgressRecords(k replicaKey, recs []store.Record) error {
 			n.log.Warn("undecodable progress record", "partition", k.String(), "offset", recs[i].Offset)
 			continue
 		}
-		if err := n.eng.ApplyProgress(recs[i].Key, epoch, ranges); err != nil && !isNotFound(err) {
-			return err
+		err = n.eng.ApplyProgress(recs[i].Key, epoch, ranges)
+		if err == nil {
+			continue
 		}
+		if isNotFound(err) || errors.Is(err, engine.ErrOtherEpoch) {
+			// Progress of a subscription this node has not created (or re-created) yet: retry
+			// the fetch after the reconciler catches up — unless the metadata has no such
+			// subscription any more, then the record is moot.
+			var want uint32
+			n.fsm.read(func(s *State) {
+				if ss := s.Subscriptions[recs[i].Key]; ss != nil {
+					want = ss.Epoch
+				}
+			})
+			if want != epoch {
+				continue
+			}
+			n.triggerReconcile()
+			return fmt.Errorf("cluster: subscription %q (epoch %d) is not here yet: %w", recs[i].Key, epoch, err)
+		}
+		return err
 	}
 	return nil
 }

@@ -1,7 +1,10 @@
 package cluster
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/heraldmq/herald/broker/api"
@@ -169,6 +172,15 @@ func (n *Node) dropReplica(k replicaKey) {
 	r.mu.Unlock()
 	if err := n.progressStore.Remove(progressLogName(k)); err != nil {
 		n.log.Warn("remove progress log", "partition", k.String(), "err", err)
+	}
+	// A topic re-created under this name must not inherit the old epoch history.
+	if n.cfg.DataDir != "" {
+		for kind := 0; kind < 2; kind++ {
+			p := filepath.Join(n.cfg.DataDir, "epochs", k.topic, strconv.Itoa(k.part)+"."+strconv.Itoa(kind)+".json")
+			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+				n.log.Warn("remove epoch cache", "partition", k.String(), "err", err)
+			}
+		}
 	}
 }
 

@@ -164,6 +164,11 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 		if !ok {
 			break
 		}
+		if d.offset >= c.p.readEnd() {
+			// Not committed here yet (a new leader catching up on its high watermark).
+			s.due.add(due{at: now.Add(100 * time.Millisecond).UnixNano(), partition: d.partition, offset: d.offset, gen: d.gen})
+			continue
+		}
 		recs, err := c.p.read(d.offset, 1, 0)
 		if errors.Is(err, store.ErrOutOfRange) || (err == nil && (len(recs) == 0 || recs[0].Offset != d.offset)) {
 			s.dropPendingLocked(c, d.offset) // removed by retention

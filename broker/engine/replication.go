@@ -36,6 +36,10 @@ type DoneRange struct {
 	N         int64 `json:"n"`
 }
 
+// ErrOtherEpoch is returned by ApplyProgress for ranges of another incarnation of the
+// subscription than the local one (it was deleted and re-created, here or on the leader).
+var ErrOtherEpoch = errors.New("engine: progress of another epoch of the subscription")
+
 // ErrNotLeader is returned by AppendLeader when this node does not lead the partition.
 var ErrNotLeader = api.Unavailable("this broker does not lead the partition")
 
@@ -156,6 +160,7 @@ func (b *Broker) afterCommit(t *topic, p *partition, from, to int64) {
 		p.wake()
 		return
 	}
+	b.Metrics.published.WithLabelValues(t.name).Add(float64(to - from))
 	filtered := false
 	for _, s := range subs {
 		if s.filter != nil {
@@ -239,10 +244,9 @@ func (s *subscription) resetPartition(p int) {
 		c.pending[off] = &entry{attempts: e.attempts, gen: s.gen, visibleAt: now, firstSent: e.firstSent}
 		s.due.add(due{at: now.UnixNano(), partition: p, offset: off, gen: s.gen})
 	}
-	if c.next > c.p.readEnd() && c.p.leader.Load() {
-		// Offsets past the committed end were never delivered by anyone.
-		c.next = max(c.floor, c.p.readEnd())
-	}
+	// c.next may be past the committed end a new leader knows yet: acks replicated from the
+	// old leader refer to messages committed there, which this in-sync replica has and will
+	// commit again; offsets not done in between are pending, so nothing is skipped.
 	if s.filter != nil {
 		c.matchedAhead = s.countMatching(c)
 	}
@@ -258,7 +262,11 @@ func (b *Broker) ApplyProgress(sub string, epoch uint32, ranges []DoneRange) err
 		return err
 	}
 	s.mu.Lock()
-	if s.meta.Epoch != epoch || s.topic == nil {
+	if s.meta.Epoch != epoch {
+		s.mu.Unlock()
+		return ErrOtherEpoch
+	}
+	if s.topic == nil {
 		s.mu.Unlock()
 		return nil
 	}

@@ -96,6 +96,18 @@ func (b *Broker) putSubscription(name string, spec api.SubscriptionSpec, f *filt
 	if err != nil {
 		return api.Subscription{}, false, false, err
 	}
+	if b.cfg.Replicator != nil {
+		// Tell the followers where this leader started the new subscription.
+		var start []doneRange
+		for _, c := range s.cursors {
+			if c.p.leader.Load() && c.floor > 0 {
+				start = append(start, doneRange{partition: c.p.index, from: 0, n: c.floor})
+			}
+		}
+		s.mu.Lock()
+		s.writeDone(start)
+		s.mu.Unlock()
+	}
 	b.subs[name] = s
 	if err := b.saveMetaLocked(); err != nil {
 		delete(b.subs, name)
@@ -194,7 +206,7 @@ func (b *Broker) openSubscriptionAt(sm subMeta, t *topic, fresh bool) (*subscrip
 		if sp != nil {
 			c = newCursor(p, sp.floor)
 			c.next = sp.next
-			if end := p.log.EndOffset(); c.next > end {
+			if end := p.log.EndOffset(); c.next > end && b.cfg.Replicator == nil {
 				// The log lost its tail (disk damage, or a power loss under fsync interval or
 				// never) after the journal recorded acks beyond it. New messages will reuse those
 				// offsets: forget what the journal says about them, durably, or they would be
@@ -216,6 +228,11 @@ func (b *Broker) openSubscriptionAt(sm subMeta, t *topic, fresh bool) (*subscrip
 			if err != nil {
 				s.journal.close()
 				return nil, err
+			}
+			if b.cfg.Replicator != nil && !p.leader.Load() {
+				// A follower's log end is not the leader's: start from the beginning and let
+				// the leader's progress record say where the subscription starts.
+				start = p.log.StartOffset()
 			}
 			c = newCursor(p, start)
 		}
