@@ -19,14 +19,35 @@ func (n *Node) reconcileLoop() {
 	defer n.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	retention := time.NewTicker(time.Minute)
+	defer retention.Stop()
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-n.reconCh:
 		case <-tick.C:
+		case now := <-retention.C:
+			n.trimProgress(now)
+			continue
 		}
 		n.reconcile()
+	}
+}
+
+// Progress logs only carry done ranges to followers, which apply them to their journals as
+// they fetch them; a follower that falls further behind than this restarts at the leader's
+// log start (redelivering, at worst, what it missed — never skipping).
+const (
+	progressMaxAge   = 24 * time.Hour
+	progressMaxBytes = 64 << 20
+)
+
+func (n *Node) trimProgress(now time.Time) {
+	for _, r := range n.replicaList() {
+		if _, err := r.progress.EnforceRetention(now, progressMaxAge, progressMaxBytes); err != nil {
+			n.log.Warn("progress log retention", "partition", r.key.String(), "err", err)
+		}
 	}
 }
 

@@ -394,7 +394,16 @@ func (r *replica) applyFetched(x fetchEntry, res fetchResult) (bool, error) {
 		r.n.log.Info("truncating diverged replica", "partition", r.key.String(), "kind", kind, "to", to, "end", r.logEnd(kind))
 		return true, r.truncate(kind, to)
 	case fetchOutOfRange:
-		return false, fmt.Errorf("cluster: replica %s (kind %d) ends at %d, before the leader's log start %d", r.key, kind, x.Offset, res.LogStart)
+		// The leader's retention removed what this replica would fetch next: start over at
+		// the leader's log start (what is gone is gone everywhere).
+		r.n.log.Warn("replica fell behind the leader's log start; resetting", "partition", r.key.String(), "kind", kind, "end", x.Offset, "leaderStart", res.LogStart)
+		if err := r.epochs[kind].truncateTo(0); err != nil {
+			return false, err
+		}
+		if kind == kindProgress {
+			return true, r.progress.Reset(res.LogStart)
+		}
+		return true, r.n.eng.ResetPartition(r.key.topic, r.key.part, res.LogStart)
 	default:
 		return false, nil
 	}

@@ -104,6 +104,22 @@ func (b *Broker) TruncatePartition(topicName string, p int, off int64) error {
 	return part.log.Truncate(off)
 }
 
+// ResetPartition empties a replica's log and restarts it at off (its leader no longer has
+// the records before off).
+func (b *Broker) ResetPartition(topicName string, p int, off int64) error {
+	_, part, err := b.partition(topicName, p)
+	if err != nil {
+		return err
+	}
+	if err := part.log.Reset(off); err != nil {
+		return err
+	}
+	if part.hw.Load() >= 0 {
+		part.hw.Store(off) // nothing below off exists here any more
+	}
+	return nil
+}
+
 // ReadPartition reads a partition's log regardless of the high watermark (for followers).
 func (b *Broker) ReadPartition(topicName string, p int, from int64, max, maxBytes int) ([]store.Record, error) {
 	_, part, err := b.partition(topicName, p)

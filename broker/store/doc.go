@@ -29,6 +29,10 @@
 //     off is rewritten with its records below off (same offsets, timestamps and fields).
 //     Truncating to StartOffset leaves an empty log that keeps its StartOffset. See
 //     "Truncation" below for how it is made durable and crash-safe.
+//   - Reset(off) empties the log and restarts it at off (a replica whose leader no longer has
+//     the records it would fetch next): StartOffset and EndOffset become off, which may be
+//     below, inside or beyond the old range (negative is ErrOutOfRange), and appends continue
+//     from there. See "Reset" below.
 //
 // # Files
 //
@@ -42,13 +46,15 @@
 //	00000000000000042000.log    records 42000 …  (the active segment: appends go here)
 //
 // While a Truncate runs (or after a crash in the middle of one), a journal
-// <base>.truncate may sit beside them (see "Truncation").
+// <base>.truncate may sit beside them (see "Truncation"); likewise <off>.reset for a Reset
+// (see "Reset").
 //
 // A .log file is a sequence of batches with nothing between them. Appends go to the last
 // (active) segment; a new one is started when a batch would take the active segment past
 // Options.SegmentBytes (a single batch larger than that is ErrTooLarge), so positions always fit
 // in 32 bits. Retention deletes whole segments from the front, never the active one, so the
-// first segment's base offset is the log's StartOffset.
+// first segment's base offset is the log's StartOffset. A Reset replaces all segments with one
+// empty segment named for its offset.
 //
 // # Batch format (version 1)
 //
@@ -133,7 +139,8 @@
 //  3. Damage elsewhere is found by Read, which checks the CRC of every batch it returns and that
 //     offsets follow on without gaps, and reports ErrCorrupt rather than serve bad data.
 //
-// Before step 1, a truncation journal left by a crash is dealt with (see below).
+// Before step 1, a reset journal and then a truncation journal left by a crash are dealt with
+// (see below).
 //
 // Note that recovery truncates at the first bad batch of the last segment even when good
 // batches follow it (bit rot rather than a torn write): those are lost with it, as in Kafka.
@@ -173,4 +180,38 @@
 // then deleted; a torn or stale one was never acted on and is only deleted. An I/O error in the
 // middle of a Truncate is sticky like a failed append, and reopening the log completes the
 // truncation if its journal reached the disk.
+//
+// # Reset
+//
+// Reset(off) deletes every segment and starts an empty one named for off. Creating the new
+// segment first and then deleting the old ones would not be crash-safe on its own: in between,
+// the folder holds segments with a hole between them (or, when off is the base of an old
+// segment, two files with one name), which recovery cannot tell from damage. So Reset is
+// journaled too; it excludes readers, fsyncs and appenders while it runs and, whatever the
+// SyncPolicy, runs the steps below. The journal <off>.reset is:
+//
+//	offset  size  field
+//	0       4     magic    0x48524C52 ("HRLR")
+//	4       1     version  1
+//	5       3     zero
+//	8       4     crc      CRC32C of bytes [12, 20)
+//	12      8     off      the offset the log restarts at (the same as in the file name)
+//
+// The steps:
+//
+//  1. write and fsync the journal, then fsync the folder;
+//  2. delete every segment's .log and .index files, oldest first;
+//  3. create the empty segment <off>.log, fsync it and the folder;
+//  4. delete the journal and fsync the folder again (so a journal can never come back to wipe
+//     later appends).
+//
+// Opening a log looks for a reset journal before anything else. A valid one is redone: every
+// .log, .index and .truncate file of the folder is deleted (a reset supersedes an older
+// truncation), <off>.log created empty (or emptied, if it is there already) and fsynced with the
+// folder, and the journal deleted; a torn one (or one whose offset does not match its name) was
+// never acted on and is only deleted. Recovery thus finds the old log or the reset one. After a
+// Reset the durable end is off (under SyncAlways EndOffset is off at once); appenders still
+// waiting for an fsync of records it dropped are released as after a Truncate. An I/O error in
+// the middle of a Reset is sticky, and reopening the log completes the reset if its journal
+// reached the disk.
 package store

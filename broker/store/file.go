@@ -130,7 +130,8 @@ func (s *fileStore) Remove(name string) error {
 		_, isLog := parseSegmentName(e.Name(), logSuffix)
 		_, isIndex := parseSegmentName(e.Name(), indexSuffix)
 		_, isJournal := parseSegmentName(e.Name(), truncSuffix)
-		if isLog || isIndex || isJournal {
+		_, isReset := parseSegmentName(e.Name(), resetSuffix)
+		if isLog || isIndex || isJournal || isReset {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}
@@ -174,8 +175,9 @@ func (s *fileStore) Close() error {
 // Locking: mu guards the segment list and the append state. Append holds it (exclusively) only
 // while it writes; Read and the other readers hold it (shared) only to take a snapshot, then do
 // their I/O unlocked. fsyncs never run under mu: smu and scond coordinate them (group commit).
-// Truncate, which rewrites files in place, holds ioMu (exclusively), the sync role and mu, in
-// that order, for its whole run; readers hold ioMu shared around their unlocked I/O.
+// Truncate and Reset, which rewrite or delete files in place, hold ioMu (exclusively), the sync
+// role and mu, in that order, for their whole run; readers hold ioMu shared around their
+// unlocked I/O, and so does retention around its unlocked file deletions.
 type fileLog struct {
 	dir  string
 	opts Options
@@ -190,9 +192,9 @@ type fileLog struct {
 	failed   error      // sticky write or fsync failure: the log must be reopened to recover
 	unsynced []*segment // rolled segments whose data is not yet fsynced
 	dirDirty bool       // a segment file was created since the last fsync
-	// truncs counts the Truncates that dropped records. Written with both mu and smu held, read
-	// under either: an appender notes it with its batch's end, and stops waiting for an fsync
-	// once it changed (its batch is gone, and new data reuses its offsets).
+	// truncs counts the Truncates and Resets that dropped records. Written with both mu and smu
+	// held, read under either: an appender notes it with its batch's end, and stops waiting for
+	// an fsync once it changed (its batch is gone, and new data reuses its offsets).
 	truncs int64
 
 	// durable is the offset below which data is fsynced. Under SyncAlways it is also the end of
@@ -223,6 +225,12 @@ func openFileLog(dir, root string, opts Options) (*fileLog, error) {
 		}
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	// A reset first: it supersedes any truncation journal, which it deletes.
+	if changed, err := finishReset(dir, entries); err != nil {
+		return nil, err
+	} else if changed {
+		return openFileLog(dir, root, opts)
+	}
 	if changed, err := finishTruncate(dir, entries); err != nil {
 		return nil, err
 	} else if changed { // segments may be gone: list again
@@ -417,8 +425,8 @@ func (l *fileLog) roll() error {
 // for every appender that wrote before it started, while later callers wait on scond. When the
 // leader is done, waiters it covered return without an fsync of their own; one of the others
 // leads the next round. So there is at most one fsync at a time and, under load, one per round
-// rather than one per append. truncs is l.truncs when end was read: once a Truncate dropped
-// records since, the data below end may be gone, and the wait is over.
+// rather than one per append. truncs is l.truncs when end was read: once a Truncate or Reset
+// dropped records since, the data below end may be gone, and the wait is over.
 func (l *fileLog) syncTo(end, truncs int64) error {
 	l.smu.Lock()
 	defer l.smu.Unlock()
@@ -749,6 +757,9 @@ func (l *fileLog) Close() error {
 	errs := []error{err}
 	l.mu.Lock()
 	for _, s := range l.segs {
+		if s.removed.Load() { // closed already (a Reset that failed half-way)
+			continue
+		}
 		if cerr := s.f.Close(); cerr != nil {
 			errs = append(errs, cerr)
 		}

@@ -8,8 +8,9 @@ import (
 )
 
 // EnforceRetention implements Log. Only a prefix of segments is dropped (a log has no holes);
-// the files are deleted after the lock is released. A reader still on a dropped segment gets
-// ErrOutOfRange, as if it had come a moment later.
+// the files are deleted after the lock is released (but under ioMu, shared: a Reset must not
+// create a segment that a deletion still pending here would then remove). A reader still on a
+// dropped segment gets ErrOutOfRange, as if it had come a moment later.
 func (l *fileLog) EnforceRetention(now time.Time, maxAge time.Duration, maxBytes int64) (int64, error) {
 	cutoff := int64(math.MinInt64)
 	if maxAge > 0 {
@@ -29,6 +30,8 @@ func (l *fileLog) DropBefore(offset int64) (int64, error) {
 // left (given its segment and the offset after its last record; called with l.mu held), and
 // returns the new start offset.
 func (l *fileLog) dropOldest(drop func(s *segment, end int64) bool) (int64, error) {
+	l.ioMu.RLock()
+	defer l.ioMu.RUnlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()

@@ -335,6 +335,21 @@ func (l *memLog) Truncate(off int64) error {
 	return nil
 }
 
+// Reset implements Log, with the same rules as the file store: one empty segment at off.
+func (l *memLog) Reset(off int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return ErrClosed
+	}
+	if err := checkReset(off); err != nil {
+		return err
+	}
+	l.segs = []*memSegment{{base: off, maxTs: math.MinInt64}}
+	l.next, l.bytes = off, 0
+	return nil
+}
+
 // Close implements Log.
 func (l *memLog) Close() error {
 	l.mu.Lock()

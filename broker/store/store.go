@@ -10,7 +10,8 @@ var (
 	// ErrCorrupt is returned when a record batch fails its CRC or structural checks.
 	ErrCorrupt = errors.New("store: crc mismatch")
 	// ErrOutOfRange is returned by Read for an offset below the log start (removed by retention)
-	// or past its end, and by Truncate for an offset outside [StartOffset, EndOffset].
+	// or past its end, by Truncate for an offset outside [StartOffset, EndOffset], and by Reset
+	// for a negative offset.
 	ErrOutOfRange = errors.New("store: offset out of range")
 	// ErrClosed is returned by every method of a closed Log or Store.
 	ErrClosed = errors.New("store: closed")
@@ -118,6 +119,14 @@ type Log interface {
 	// Append still in flight whose records Truncate drops returns without error, as if it had
 	// completed just before the Truncate.
 	Truncate(off int64) error
+	// Reset empties the log and makes off its next offset: StartOffset and EndOffset become off
+	// (off may be below, inside or beyond the current range). A replica uses it when its leader no
+	// longer has the records it would fetch next (retention removed them). Durable when it
+	// returns; a crash during it leaves the old log or the reset one. off < 0 is an error
+	// wrapping ErrOutOfRange. Readers and appenders may run concurrently (they wait while it
+	// runs); appends after Reset get offsets from off. An Append still in flight returns without
+	// error, as if it had completed just before the Reset.
+	Reset(off int64) error
 	// Close flushes and closes the log.
 	Close() error
 }

@@ -70,6 +70,8 @@ func TestConformance(t *testing.T) {
 		{"Truncate", testTruncate},
 		{"TruncateFromStart", testTruncateFromStart},
 		{"TruncateConcurrent", testTruncateConcurrent},
+		{"Reset", testReset},
+		{"ResetConcurrent", testResetConcurrent},
 	}
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
@@ -621,6 +623,7 @@ func testClosed(t *testing.T, im impl) {
 	_, checks["OffsetForTime"] = l.OffsetForTime(0)
 	_, checks["EnforceRetention"] = l.EnforceRetention(time.Now(), time.Second, 1)
 	checks["Truncate"] = l.Truncate(0)
+	checks["Reset"] = l.Reset(0)
 	checks["Close"] = l.Close()
 	for name, err := range checks {
 		if !errors.Is(err, ErrClosed) {
