@@ -116,8 +116,8 @@ func decodeRecords(d *decoder) []store.Record {
 				r.Attributes[key] = d.s()
 			}
 		}
-		data := d.by()
-		r.Data = append([]byte{}, data...)
+		// The data aliases the message buffer, which the caller owns and does not reuse.
+		r.Data = d.by()
 		if d.err != nil {
 			return nil
 		}
@@ -201,8 +201,26 @@ func decodeFetchRequest(b []byte) (*fetchRequest, error) {
 	return r, nil
 }
 
+// recordsSize estimates the encoded size of records, so buffers are allocated once.
+func recordsSize(recs []store.Record) int {
+	n := 0
+	for i := range recs {
+		r := &recs[i]
+		n += 48 + len(r.ID) + len(r.Key) + len(r.OrderingKey) + len(r.Tag) + len(r.Data)
+		for k, v := range r.Attributes {
+			n += 10 + len(k) + len(v)
+		}
+	}
+	return n
+}
+
 func encodeFetchResults(rs []fetchResult) []byte {
-	e := &encoder{b: []byte{codecVersion}}
+	size := 1
+	for _, r := range rs {
+		size += 64 + 16*len(r.Epochs) + recordsSize(r.Records)
+	}
+	e := &encoder{b: make([]byte, 1, size)}
+	e.b[0] = codecVersion
 	e.u(uint64(len(rs)))
 	for _, r := range rs {
 		e.u(uint64(r.Code))
@@ -251,7 +269,8 @@ type appendRequest struct {
 }
 
 func (r *appendRequest) encode() []byte {
-	e := &encoder{b: []byte{codecVersion}}
+	e := &encoder{b: make([]byte, 1, 32+len(r.Topic)+recordsSize(r.Records))}
+	e.b[0] = codecVersion
 	e.s(r.Topic)
 	e.u(uint64(r.Partition))
 	e.u(r.Incarnation)
@@ -279,7 +298,7 @@ func decodeAppendRequest(b []byte) (*appendRequest, error) {
 				rec.Attributes[key] = d.s()
 			}
 		}
-		rec.Data = append([]byte{}, d.by()...)
+		rec.Data = d.by()
 		r.Records = append(r.Records, rec)
 	}
 	if d.err != nil || len(d.b) != 0 || len(r.Records) == 0 {

@@ -151,7 +151,7 @@ func (f *fetcher) fetchOnce(xs []fetchEntry, rs []*replica) (bool, error) {
 		return false, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	body, err := readBody(resp, 256<<20)
 	if err != nil {
 		return false, err
 	}
@@ -233,4 +233,14 @@ func (n *Node) serveFetch(ctx context.Context, req *fetchRequest) []fetchResult 
 		}
 		t.Stop()
 	}
+}
+
+// readBody reads a response body into one buffer sized by Content-Length when it is known.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	if n := resp.ContentLength; n >= 0 && n <= limit {
+		b := make([]byte, n)
+		_, err := io.ReadFull(resp.Body, b)
+		return b, err
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, limit))
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -78,12 +79,21 @@ func (n *Node) handleFetch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	results := n.serveFetch(r.Context(), req)
+	out := encodeFetchResults(results)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Write(encodeFetchResults(results))
+	w.Header().Set("Content-Length", strconv.Itoa(len(out))) // the follower sizes its buffer by it
+	w.Write(out)
 }
 
 func (n *Node) handleAppend(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(io.LimitReader(r.Body, 200<<20))
+	var body []byte
+	var err error
+	if n := r.ContentLength; n >= 0 && n <= 200<<20 {
+		body = make([]byte, n)
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, 200<<20))
+	}
 	if err != nil {
 		writeErr(w, api.Invalid("body", "read: %v", err))
 		return
