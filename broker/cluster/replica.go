@@ -44,7 +44,14 @@ func (k replicaKey) String() string { return k.topic + "/" + strconv.Itoa(k.part
 type followerState struct {
 	leo       [2]int64  // log ends it reported (everything below is on its disk)
 	lastFetch time.Time // its last fetch
-	caughtUp  time.Time // last time it had everything the leader had
+	caughtUp  time.Time // last time it had everything the leader had (see serveFetch)
+	// The leader's log ends and the time when it last answered this follower, per log: a
+	// follower that fetches from at least there has caught up to that moment (Kafka's rule;
+	// comparing with the leader's end *now* would call a follower of a busy partition lagging
+	// for ever).
+	prevEnd  [2]int64
+	prevTime [2]time.Time
+	caught   [2]time.Time
 }
 
 // replica is this node's copy of one partition: its role and, as leader, the followers'
@@ -335,8 +342,18 @@ func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchR
 	now := time.Now()
 	f.leo[kind] = x.Offset
 	f.lastFetch = now
-	if f.leo[kindData] >= r.logEnd(kindData) && f.leo[kindProgress] >= r.progress.EndOffset() {
-		f.caughtUp = now
+	if end := r.logEnd(kind); x.Offset >= end {
+		f.caught[kind] = now
+	} else if !f.prevTime[kind].IsZero() && x.Offset >= f.prevEnd[kind] {
+		f.caught[kind] = f.prevTime[kind]
+	}
+	f.prevEnd[kind], f.prevTime[kind] = r.logEnd(kind), now
+	c := f.caught[kindData]
+	if f.caught[kindProgress].Before(c) {
+		c = f.caught[kindProgress]
+	}
+	if c.After(f.caughtUp) {
+		f.caughtUp = c
 	}
 	r.advanceHWLocked()
 	hw := r.hw[kind]
