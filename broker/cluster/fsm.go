@@ -103,13 +103,15 @@ const (
 	opRemoveMember = "removeMember"
 	opSetDraining  = "setDraining"
 	opSetLeaving   = "setLeaving"
-	opPutTopic     = "putTopic"
-	opDeleteTopic  = "deleteTopic"
-	opPutSub       = "putSub"
-	opDeleteSub    = "deleteSub"
-	opElect        = "elect"    // new leader (and ISR) for a partition, epoch+1
-	opSetISR       = "setISR"   // the leader changes the ISR, same epoch
-	opReassign     = "reassign" // new replica list (scale up/down); ISR trimmed to it
+	// opForgetReplicas takes a member that lost its data out of every ISR (and leadership).
+	opForgetReplicas = "forgetReplicas"
+	opPutTopic       = "putTopic"
+	opDeleteTopic    = "deleteTopic"
+	opPutSub         = "putSub"
+	opDeleteSub      = "deleteSub"
+	opElect          = "elect"    // new leader (and ISR) for a partition, epoch+1
+	opSetISR         = "setISR"   // the leader changes the ISR, same epoch
+	opReassign       = "reassign" // new replica list (scale up/down); ISR trimmed to it
 )
 
 // applyResult is what fsm.Apply returns to the proposer.
@@ -207,6 +209,23 @@ func apply(s *State, c *Command, index uint64) applyResult {
 			return applyResult{}
 		}
 		m.Leaving = c.Draining
+	case opForgetReplicas:
+		changed := false
+		for _, t := range s.Topics {
+			for _, p := range t.Partitions {
+				if !slices.Contains(p.ISR, c.MemberID) {
+					continue
+				}
+				changed = true
+				p.ISR = slices.DeleteFunc(p.ISR, func(id string) bool { return id == c.MemberID })
+				if p.Leader == c.MemberID {
+					p.Leader, p.Epoch = "", p.Epoch+1
+				}
+			}
+		}
+		if !changed {
+			return applyResult{}
+		}
 	case opPutTopic:
 		spec := *c.TopicSpec
 		t, ok := s.Topics[c.Topic]

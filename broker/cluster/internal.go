@@ -157,6 +157,11 @@ func (n *Node) rpcs() map[string]rpcHandler {
 			if in.ID == "" || in.Address == "" {
 				return nil, api.Invalid("id", "id and address are required")
 			}
+			// A node that asks to join has no Raft state: if it was a member before, it lost its
+			// disk, so it must not count as an in-sync replica of anything any more.
+			if _, err := n.apply(&Command{Op: opForgetReplicas, MemberID: in.ID}); err != nil {
+				return nil, err
+			}
 			if err := n.raft.AddVoter(raft.ServerID(in.ID), raft.ServerAddress(in.Address), 0, 10*time.Second).Error(); err != nil {
 				return nil, mapRaftErr(err)
 			}

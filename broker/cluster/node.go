@@ -29,7 +29,6 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
-	"github.com/heraldmq/herald/broker/api"
 	"github.com/heraldmq/herald/broker/engine"
 	"github.com/heraldmq/herald/broker/store"
 	"github.com/heraldmq/herald/internal/hostsfile"
@@ -400,8 +399,9 @@ func (n *Node) joinLoop(mayFound bool) {
 				n.log.Info("joined the cluster", "via", addr)
 				return
 			}
-			var ae *api.Error
-			if errors.As(err, &ae) && ae.Message != errNotMember.Message && !strings.Contains(ae.Message, "unreachable") {
+			// Only a member answers "no controller" (or forwards to one): brokers that are not
+			// members yet, still starting, or unreachable say nothing about an existing cluster.
+			if isNoController(err) {
 				sawCluster = true
 			}
 			n.log.Debug("join", "via", addr, "err", err)
