@@ -151,7 +151,7 @@ func New(cfg Config) (*Node, error) {
 	n.dial = hostsfile.FromEnv().DialContext((&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
 	tr := &http.Transport{TLSClientConfig: cfg.TLS, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute, DialContext: n.dial}
 	n.client = &http.Client{Transport: tr}
-	opts := store.Options{Sync: cfg.Sync, SegmentBytes: 16 << 20}
+	opts := store.Options{Sync: cfg.Sync, SegmentBytes: 16 << 20, OnWrite: n.bump}
 	if cfg.DataDir == "" {
 		n.progressStore = store.NewMemoryStore(opts)
 	} else {
@@ -276,6 +276,10 @@ func (n *Node) Close() error {
 	})
 	return errors.Join(errs...)
 }
+
+// LogWritten implements engine.LogWriteObserver: a leader's write wakes its followers' fetches
+// before its own fsync is done.
+func (n *Node) LogWritten() { n.bump() }
 
 // bump wakes fetches long-polling on this node.
 func (n *Node) bump() {

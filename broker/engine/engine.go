@@ -64,6 +64,9 @@ func Open(cfg Config) (*Broker, error) {
 		}
 	}
 	opts := store.Options{Sync: cfg.Sync, SyncInterval: cfg.SyncInterval, SegmentBytes: cfg.SegmentBytes, OnSync: onSync}
+	if w, ok := cfg.Replicator.(LogWriteObserver); ok {
+		opts.OnWrite = w.LogWritten
+	}
 	if cfg.Memory {
 		b.st = store.NewMemoryStore(opts)
 	} else {

@@ -129,6 +129,31 @@ func (b *Broker) ReadPartition(topicName string, p int, from int64, max, maxByte
 	return part.log.Read(from, max, maxBytes)
 }
 
+// ReadPartitionWritten reads a partition's log up to what is written, fsynced or not: a leader
+// serves followers from it, so its own fsync and theirs overlap.
+func (b *Broker) ReadPartitionWritten(topicName string, p int, from int64, max, maxBytes int) ([]store.Record, error) {
+	_, part, err := b.partition(topicName, p)
+	if err != nil {
+		return nil, err
+	}
+	return part.log.ReadWritten(from, max, maxBytes)
+}
+
+// PartitionWrittenEnd is the end of what is written to a partition's log, fsynced or not.
+func (b *Broker) PartitionWrittenEnd(topicName string, p int) (int64, error) {
+	_, part, err := b.partition(topicName, p)
+	if err != nil {
+		return 0, err
+	}
+	return part.log.WrittenEnd(), nil
+}
+
+// LogWriteObserver is an optional part of a Replicator: LogWritten is called after every
+// write to a log, before its fsync (a leader wakes its followers' fetches).
+type LogWriteObserver interface {
+	LogWritten()
+}
+
 // PartitionOffsets returns a partition's log start and end and its high watermark.
 func (b *Broker) PartitionOffsets(topicName string, p int) (start, end, hw int64, err error) {
 	_, part, err := b.partition(topicName, p)

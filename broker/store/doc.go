@@ -10,22 +10,35 @@
 //   - Read serves only whole, CRC-checked batches, in offset order. Limits: max records (0 or
 //     less: none) and, after the first record, maxBytes of record Data (0 or less: none); a first
 //     record larger than maxBytes is still returned so a reader never stalls. Below StartOffset
-//     or above EndOffset is ErrOutOfRange (except, under SyncAlways, the offsets of an append
-//     still waiting for its fsync, which read as empty); at EndOffset, no records and no
-//     error. When a problem
-//     (ErrCorrupt, a segment dropped by retention meanwhile) is met after some records were
-//     collected, those are returned without error and the next Read, starting at the problem,
-//     reports it. Returned records own their memory (Data slices share one read buffer per
+//     or above EndOffset is ErrOutOfRange (except, under SyncAlways, offsets up to WrittenEnd,
+//     those of appends still waiting for their fsync, which read as empty); at EndOffset, no
+//     records and no error. When a problem (ErrCorrupt, a segment dropped by retention
+//     meanwhile) is met after some records were collected, those are returned without error and
+//     the next Read, starting at the problem, reports it. Returned records own their memory (Data slices share one read buffer per
 //     Read, capped so appending to one cannot overwrite another).
 //   - Under SyncAlways, readers see a batch only once it is fsynced: EndOffset, Read and
 //     OffsetForTime stop at the durable end. A consumer can therefore never act on a record that
 //     a power loss could take back and whose offset could then go to a different message.
 //     Under the other policies everything written is visible at once.
+//   - WrittenEnd and ReadWritten are the exception, for replication: they cover every batch
+//     written, fsynced or not (ReadWritten is Read with WrittenEnd for EndOffset: at
+//     WrittenEnd no records, past it ErrOutOfRange). A leader serves its followers with them,
+//     so that their copy and fsync overlap its own fsync; it counts a record as committed only
+//     once its own fsync is done, and never serves consumers from them, as such records may
+//     still be lost to a power loss or dropped by Truncate or Reset. WrittenEnd >= EndOffset
+//     always, equal unless the policy is SyncAlways and an fsync is pending (the memory store
+//     has no fsync: equal always).
+//   - Options.OnWrite, if set, is called once by each Append that wrote a batch (not by an
+//     empty or refused one), once ReadWritten can see the batch and before the Append waits
+//     for its fsync, with no lock of the log held (it may read the log): a follower's long poll
+//     can be woken by it while the fsync runs. It is store-wide and runs on the appender's
+//     goroutine, so it should only signal.
 //   - After an fsync or write failure that cannot be undone the log refuses appends (the error
 //     is sticky); reopening it recovers from what is on disk.
-//   - Truncate(off) drops the records at offset >= off (a replica whose log diverged from its
-//     leader's), so EndOffset becomes off and appends continue from there; off outside
-//     [StartOffset, EndOffset] is ErrOutOfRange, off == EndOffset a no-op. A batch straddling
+//   - Truncate(off) drops the records at offset >= off, fsynced or not (a replica whose log
+//     diverged from its leader's), so EndOffset and WrittenEnd become off and appends continue
+//     from there; off outside [StartOffset, WrittenEnd] is ErrOutOfRange, off == WrittenEnd a
+//     no-op. A batch straddling
 //     off is rewritten with its records below off (same offsets, timestamps and fields).
 //     Truncating to StartOffset leaves an empty log that keeps its StartOffset. See
 //     "Truncation" below for how it is made durable and crash-safe.
@@ -123,7 +136,8 @@
 // appenders covered by that fsync return without one of their own. SyncInterval: Append returns
 // after the write; a store-wide flusher fsyncs logs with new data every Options.SyncInterval.
 // SyncNever: Close is the only fsync. Every policy fsyncs on Close. fsyncs never hold the lock
-// that appends and reads take, and Options.OnSync gets each one's duration.
+// that appends and reads take, and Options.OnSync gets each one's duration. Between its write
+// and its wait for an fsync, an Append calls Options.OnWrite (unlocked).
 //
 // Opening a log recovers it:
 //
@@ -152,11 +166,12 @@
 // batch (re-encoded, same base offset) at the same position. The segment becomes the active one
 // (a closed segment is reopened for writing and its .index file deleted; its index lives in
 // memory, without the entries at or after the cut). Whatever the SyncPolicy, the file and the
-// folder are fsynced before Truncate returns. Under SyncAlways the records below off are
-// already durable (off <= EndOffset, the durable end), so afterwards the durable end is off;
-// appenders still waiting for an fsync of records that Truncate dropped are released (their
-// Append returns as if it had completed just before the Truncate), and later appends fsync
-// as usual. Truncate excludes readers, fsyncs and appenders while it runs.
+// folder are fsynced before Truncate returns. Under SyncAlways the records below off are made
+// durable first: when off is past the durable end (it may be up to the written end), Truncate
+// runs a sync round of everything written before it cuts. So afterwards the durable end is off;
+// appenders still waiting for an fsync are released (their Append returns as if it had
+// completed just before the Truncate: their records below off are durable, the others gone),
+// and later appends fsync as usual. Truncate excludes readers, fsyncs and appenders while it runs.
 //
 // A plain cut of the active segment at a batch boundary is one ftruncate, atomic by itself.
 // Any other truncation (segments to delete, or a batch to rewrite) is journaled first, so a
@@ -210,7 +225,7 @@
 // truncation), <off>.log created empty (or emptied, if it is there already) and fsynced with the
 // folder, and the journal deleted; a torn one (or one whose offset does not match its name) was
 // never acted on and is only deleted. Recovery thus finds the old log or the reset one. After a
-// Reset the durable end is off (under SyncAlways EndOffset is off at once); appenders still
+// Reset the durable end is off (EndOffset and WrittenEnd are off at once); appenders still
 // waiting for an fsync of records it dropped are released as after a Truncate. An I/O error in
 // the middle of a Reset is sticky, and reopening the log completes the reset if its journal
 // reached the disk.

@@ -323,7 +323,7 @@ func (l *fileLog) active() *segment { return l.segs[len(l.segs)-1] }
 
 // visibleEnd is the end of what readers see (mu held): under SyncAlways only fsynced data, so a
 // consumer never acts on a record that a power loss could take back and hand to a different
-// message; otherwise everything written.
+// message; otherwise everything written. WrittenEnd and ReadWritten use l.next instead.
 func (l *fileLog) visibleEnd() int64 {
 	if l.opts.Sync == SyncAlways {
 		return l.durable.Load()
@@ -337,8 +337,9 @@ func (l *fileLog) findSeg(off int64) int {
 }
 
 // Append implements Log. The batch is encoded outside the lock into a pooled buffer; under the
-// lock it only gets its offset and CRC and is written with one pwrite. Under SyncAlways the call
-// then waits for an fsync that covers it, shared with concurrent appenders (see syncTo).
+// lock it only gets its offset and CRC and is written with one pwrite. Then, with no lock held,
+// Options.OnWrite is called, and under SyncAlways the call waits for an fsync that covers the
+// batch, shared with concurrent appenders (see syncTo).
 func (l *fileLog) Append(recs []Record) (int64, error) {
 	if len(recs) == 0 {
 		l.mu.RLock()
@@ -394,6 +395,9 @@ func (l *fileLog) Append(recs []Record) (int64, error) {
 
 	for i := range recs {
 		recs[i].Offset = base + int64(i)
+	}
+	if l.opts.OnWrite != nil {
+		l.opts.OnWrite() // no lock held: the callee may read the log (ReadWritten sees the batch)
 	}
 	if l.opts.Sync == SyncAlways {
 		if err := l.syncTo(end, truncs); err != nil {
@@ -539,6 +543,17 @@ func (l *fileLog) flush() {
 // records were collected, those are returned without error; the next Read, starting at the bad
 // spot, reports it.
 func (l *fileLog) Read(from int64, max int, maxBytes int) ([]Record, error) {
+	return l.read(from, max, maxBytes, false)
+}
+
+// ReadWritten implements Log: Read up to everything written, fsynced or not (the page cache
+// serves what is not on disk yet).
+func (l *fileLog) ReadWritten(from int64, max int, maxBytes int) ([]Record, error) {
+	return l.read(from, max, maxBytes, true)
+}
+
+// read is Read, bounded by the written end when written is set and by visibleEnd otherwise.
+func (l *fileLog) read(from int64, max int, maxBytes int, written bool) ([]Record, error) {
 	l.ioMu.RLock()
 	defer l.ioMu.RUnlock()
 	var (
@@ -560,6 +575,9 @@ func (l *fileLog) Read(from int64, max int, maxBytes int) ([]Record, error) {
 			return fail(ErrClosed)
 		}
 		hw := l.visibleEnd()
+		if written {
+			hw = l.next
+		}
 		if start, next := l.segs[0].base, l.next; prevSeg == nil && (from < start || from > next) {
 			l.mu.RUnlock()
 			return nil, fmt.Errorf("%w: %d not in [%d, %d]", ErrOutOfRange, from, start, next)
@@ -664,6 +682,14 @@ func (l *fileLog) EndOffset() int64 {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.visibleEnd()
+}
+
+// WrittenEnd implements Log: the offset after the last record written. It differs from
+// EndOffset only under SyncAlways, while appended data waits for its fsync.
+func (l *fileLog) WrittenEnd() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.next
 }
 
 // Size implements Log: the bytes of the segment files (indexes excluded).

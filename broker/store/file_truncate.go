@@ -34,7 +34,10 @@ func checkTruncate(off, start, end int64) error {
 }
 
 // Truncate implements Log. It excludes readers, sync rounds and appenders for its whole run (it
-// is rare: a replica whose log diverged), then cuts the log in this order:
+// is rare: a replica whose log diverged). off may be up to the written end: under SyncAlways,
+// when off is past the durable end, a sync round first fsyncs everything written, so that the
+// appenders of the records kept (released with the others) find them durable. Then it cuts the
+// log in this order:
 //
 //  1. Unless the cut is a plain file truncation of the active segment at a batch boundary, a
 //     journal naming the segment to keep, the cut position and the kept part of a straddling
@@ -50,9 +53,10 @@ func checkTruncate(off, start, end int64) error {
 // An I/O error during steps 1-4 is sticky, like a failed append: the log refuses appends until
 // it is reopened, and reopening completes the truncation if its journal made it to disk.
 func (l *fileLog) Truncate(off int64) error {
-	// A no-op or a bad offset is answered without stopping readers and appenders.
+	// A no-op or a bad offset is answered without stopping readers and appenders. The bound is
+	// the written end: records not fsynced yet (under SyncAlways) can be dropped too.
 	l.mu.RLock()
-	closed, start, end := l.closed, l.segs[0].base, l.visibleEnd()
+	closed, start, end := l.closed, l.segs[0].base, l.next
 	l.mu.RUnlock()
 	if closed {
 		return ErrClosed
@@ -68,7 +72,23 @@ func (l *fileLog) Truncate(off int64) error {
 		l.scond.Wait()
 	}
 	l.syncing = true // the sync role, as Close takes it: no fsync runs on a file being cut
+	pending := l.opts.Sync == SyncAlways && off > l.synced
 	l.smu.Unlock()
+	if pending {
+		// Records below off are written but not fsynced. Their appenders are released below
+		// (truncs changes) and must not return before their data is durable, so fsync
+		// everything written first: afterwards the durable end is at least off, as when off
+		// <= EndOffset. A failure is sticky and makes truncate return it.
+		l.mu.RLock()
+		skip := l.closed || l.failed != nil
+		l.mu.RUnlock()
+		if !skip {
+			target, err := l.syncRound()
+			l.smu.Lock()
+			l.finishRound(target, err) // we keep the sync role
+			l.smu.Unlock()
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 
@@ -76,8 +96,9 @@ func (l *fileLog) Truncate(off int64) error {
 	err := l.truncate(off)
 
 	// Hand the sync role back. Everything below the new end that was fsynced still is (and
-	// under SyncAlways that is everything below off: off <= the durable end). Appenders
-	// waiting for data that is gone are released by the changed truncs.
+	// under SyncAlways that is everything below off: off <= the durable end, if need be after
+	// the fsync above). Appenders waiting for data that is gone are released by the changed
+	// truncs.
 	l.smu.Lock()
 	l.syncing = false
 	if l.next < next {
@@ -101,7 +122,7 @@ func (l *fileLog) truncate(off int64) error {
 	if l.failed != nil {
 		return l.failed
 	}
-	end := l.visibleEnd()
+	end := l.next
 	if err := checkTruncate(off, l.segs[0].base, end); err != nil || off == end {
 		return err
 	}

@@ -26,7 +26,8 @@ type memStore struct {
 // NewMemoryStore returns a Store that keeps logs in memory, for tests and ephemeral brokers. It
 // behaves like the file store: logs hold encoded batches in segments that roll at
 // Options.SegmentBytes, so offsets, Size, retention, limits and errors are the same. The sync
-// options are ignored. Data survives Log.Close and a later Open of the same name, but not
+// options are ignored (everything appended is visible at once, as under SyncNever: WrittenEnd
+// is EndOffset and ReadWritten is Read); Options.OnWrite is called as by the file store. Data survives Log.Close and a later Open of the same name, but not
 // Store.Close or Remove.
 func NewMemoryStore(opts Options) Store {
 	return &memStore{opts: opts.withDefaults(), logs: map[string]*memLog{}}
@@ -150,8 +151,8 @@ func (l *memLog) Append(recs []Record) (int64, error) {
 	b := append([]byte(nil), *bp...) // exact size: the batch is kept
 
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.closed {
+		l.mu.Unlock()
 		return 0, ErrClosed
 	}
 	base := l.next
@@ -167,8 +168,12 @@ func (l *memLog) Append(recs []Record) (int64, error) {
 	seg.maxTs = max(seg.maxTs, mb.maxTs)
 	l.bytes += int64(len(b))
 	l.next += int64(len(recs))
+	l.mu.Unlock()
 	for i := range recs {
 		recs[i].Offset = base + int64(i)
+	}
+	if l.opts.OnWrite != nil {
+		l.opts.OnWrite() // unlocked: the callee may read the log
 	}
 	return base, nil
 }
@@ -211,6 +216,14 @@ func (l *memLog) Read(from int64, max int, maxBytes int) ([]Record, error) {
 	}
 	return out, nil
 }
+
+// ReadWritten implements Log: the same as Read, as a memory log has nothing to fsync.
+func (l *memLog) ReadWritten(from int64, max int, maxBytes int) ([]Record, error) {
+	return l.Read(from, max, maxBytes)
+}
+
+// WrittenEnd implements Log: the same as EndOffset.
+func (l *memLog) WrittenEnd() int64 { return l.EndOffset() }
 
 // StartOffset implements Log.
 func (l *memLog) StartOffset() int64 {

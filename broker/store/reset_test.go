@@ -240,9 +240,12 @@ func testResetConcurrent(t *testing.T, im impl) {
 		others.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(r), 1))
 			for !stopped() {
-				start, end := l.StartOffset(), l.EndOffset()
+				start, end, read := l.StartOffset(), l.EndOffset(), l.Read
+				if r == 1 { // what is written, fsynced or not
+					end, read = l.WrittenEnd(), l.ReadWritten
+				}
 				from := start + rng.Int64N(max(end-start, 0)+1)
-				got, err := l.Read(from, 20, 0)
+				got, err := read(from, 20, 0)
 				if err != nil {
 					if !errors.Is(err, ErrOutOfRange) {
 						t.Error(err)
@@ -287,8 +290,9 @@ func testResetConcurrent(t *testing.T, im impl) {
 			case 3: // at the base of a segment, maybe one retention is dropping
 				bases := segmentBases(l)
 				err = l.Reset(bases[rng.IntN(len(bases))])
-			case 4: // a truncation in between
-				err = l.Truncate(end - rng.Int64N(min(span, 10)+1))
+			case 4: // a truncation in between, maybe of records awaiting an fsync
+				w := l.WrittenEnd()
+				err = l.Truncate(w - rng.Int64N(min(max(w-start, 0), 10)+1))
 				if errors.Is(err, ErrOutOfRange) { // the start moved meanwhile
 					err = nil
 				}
@@ -305,6 +309,9 @@ func testResetConcurrent(t *testing.T, im impl) {
 	others.Wait()
 
 	start, end := l.StartOffset(), l.EndOffset()
+	if w := l.WrittenEnd(); w != end {
+		t.Fatalf("at rest: WrittenEnd %d, EndOffset %d", w, end)
+	}
 	got := mustRead(t, l, start, 0, 0)
 	if int64(len(got)) != end-start {
 		t.Fatalf("read %d records from %d, end %d", len(got), start, end)

@@ -9,9 +9,9 @@ import (
 var (
 	// ErrCorrupt is returned when a record batch fails its CRC or structural checks.
 	ErrCorrupt = errors.New("store: crc mismatch")
-	// ErrOutOfRange is returned by Read for an offset below the log start (removed by retention)
-	// or past its end, by Truncate for an offset outside [StartOffset, EndOffset], and by Reset
-	// for a negative offset.
+	// ErrOutOfRange is returned by Read (and ReadWritten) for an offset below the log start
+	// (removed by retention) or past its end, by Truncate for an offset outside [StartOffset,
+	// WrittenEnd], and by Reset for a negative offset.
 	ErrOutOfRange = errors.New("store: offset out of range")
 	// ErrClosed is returned by every method of a closed Log or Store.
 	ErrClosed = errors.New("store: closed")
@@ -68,6 +68,13 @@ type Options struct {
 	IndexBytes   int           // one sparse index entry per this many bytes of records; default 4 KiB
 	// OnSync, if set, is called with the duration of every fsync (for the fsync latency metric).
 	OnSync func(time.Duration)
+	// OnWrite, if set, is called once by every Append that wrote its batch (not by an empty or
+	// failed one), after the data is written to the file (or memory), so that ReadWritten sees
+	// it, and before the Append waits for its fsync (under SyncAlways): a follower's long poll
+	// can be woken while the leader's fsync runs. It is called with no lock of the log held, so
+	// it may read the log; it runs on the appender's goroutine and delays its Append, so it
+	// should be quick (signal, not work). It is shared by all logs of the store.
+	OnWrite func()
 }
 
 // Record is one message in a partition log.
@@ -92,9 +99,18 @@ type Log interface {
 	// first record, at most maxBytes of data. Reading at EndOffset returns no records and no error;
 	// below StartOffset returns ErrOutOfRange.
 	Read(from int64, max int, maxBytes int) ([]Record, error)
-	// StartOffset is the first offset still stored; EndOffset the offset the next record gets.
+	// StartOffset is the first offset still stored; EndOffset the offset the next record gets
+	// (under SyncAlways: the end of the fsynced records, the bound of Read).
 	StartOffset() int64
 	EndOffset() int64
+	// WrittenEnd is the offset after the last record written, fsynced or not (equal to EndOffset
+	// unless the policy is SyncAlways and an fsync is pending). WrittenEnd >= EndOffset.
+	WrittenEnd() int64
+	// ReadWritten is Read bounded by WrittenEnd instead of EndOffset: it may return records that
+	// are not durable yet (for replication, never for consumers: a power loss may take them back,
+	// and a Truncate or Reset may drop them). Reading at WrittenEnd returns no records and no
+	// error; past it, or below StartOffset, ErrOutOfRange.
+	ReadWritten(from int64, max int, maxBytes int) ([]Record, error)
 	// Size is the number of bytes the log takes (on disk, or in memory).
 	Size() int64
 	// OffsetForTime returns the first offset whose record's Timestamp is >= t (Unix nanoseconds),
@@ -108,21 +124,22 @@ type Log interface {
 	// with them: the delay queue). The active segment is never dropped. It returns the new
 	// StartOffset.
 	DropBefore(offset int64) (int64, error)
-	// Truncate drops every record at offset >= off, so that EndOffset becomes off (a replica
-	// whose log diverged from its leader's). off must be in [StartOffset, EndOffset], else the
-	// error wraps ErrOutOfRange; off == EndOffset is a no-op, and off == StartOffset leaves an
-	// empty log that keeps its StartOffset. A batch that straddles off is rewritten with only
-	// its records below off. The truncation is durable when Truncate returns (whatever the
-	// SyncPolicy), and a crash in the middle of it leaves either the old or the truncated log
-	// after recovery, never a mix that loses records below off. Readers and appenders may run
-	// concurrently (they wait while it runs); appends after Truncate get offsets from off. An
-	// Append still in flight whose records Truncate drops returns without error, as if it had
-	// completed just before the Truncate.
+	// Truncate drops every record at offset >= off, so that EndOffset and WrittenEnd become off (a
+	// replica whose log diverged from its leader's). off must be in [StartOffset, WrittenEnd],
+	// else the error wraps ErrOutOfRange; off == WrittenEnd is a no-op, and off == StartOffset
+	// leaves an empty log that keeps its StartOffset. Records not fsynced yet are dropped like the
+	// others; under SyncAlways those below off are fsynced by Truncate. A batch that straddles off
+	// is rewritten with only its records below off. The truncation is durable when Truncate
+	// returns (whatever the SyncPolicy), and a crash in the middle of it leaves either the old or
+	// the truncated log after recovery, never a mix that loses records below off. Readers and
+	// appenders may run concurrently (they wait while it runs); appends after Truncate get offsets
+	// from off. An Append still in flight whose records Truncate drops returns without error, as
+	// if it had completed just before the Truncate.
 	Truncate(off int64) error
-	// Reset empties the log and makes off its next offset: StartOffset and EndOffset become off
-	// (off may be below, inside or beyond the current range). A replica uses it when its leader no
-	// longer has the records it would fetch next (retention removed them). Durable when it
-	// returns; a crash during it leaves the old log or the reset one. off < 0 is an error
+	// Reset empties the log and makes off its next offset: StartOffset, EndOffset and WrittenEnd
+	// become off (off may be below, inside or beyond the current range). A replica uses it when
+	// its leader no longer has the records it would fetch next (retention removed them). Durable
+	// when it returns; a crash during it leaves the old log or the reset one. off < 0 is an error
 	// wrapping ErrOutOfRange. Readers and appenders may run concurrently (they wait while it
 	// runs); appends after Reset get offsets from off. An Append still in flight returns without
 	// error, as if it had completed just before the Reset.

@@ -72,6 +72,9 @@ func TestConformance(t *testing.T) {
 		{"TruncateConcurrent", testTruncateConcurrent},
 		{"Reset", testReset},
 		{"ResetConcurrent", testResetConcurrent},
+		{"OnWrite", testOnWrite},
+		{"WrittenPending", testWrittenPending},
+		{"ReadWrittenConcurrent", testReadWrittenConcurrent},
 	}
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
