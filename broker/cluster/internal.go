@@ -167,6 +167,15 @@ func (n *Node) rpcs() map[string]rpcHandler {
 			}
 			return struct{}{}, nil
 		},
+		"commitIndex": func(ctx context.Context, b json.RawMessage) (any, error) {
+			if !n.isLeader() {
+				return nil, errNoController
+			}
+			if err := n.raft.Barrier(5 * time.Second).Error(); err != nil {
+				return nil, mapRaftErr(err)
+			}
+			return map[string]uint64{"index": n.raft.AppliedIndex()}, nil
+		},
 		"admin":      n.rpcAdmin,
 		"pull":       n.rpcPull,
 		"ack":        n.rpcAck,

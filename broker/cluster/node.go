@@ -125,7 +125,12 @@ type Node struct {
 	progress *progressWriter
 
 	handingOff atomic.Bool // Handoff started: do not clear the leaving flag
-	clearing   atomic.Bool
+	// Metadata catch-up after a start (see caughtUp): the last Raft index on disk at start,
+	// the controller's commit index when first asked, and whether both were reached.
+	startIndex   uint64
+	commitTarget uint64
+	metaCurrent  atomic.Bool
+	clearing     atomic.Bool
 
 	stop    chan struct{}
 	stopped sync.Once
@@ -219,6 +224,9 @@ func (n *Node) Start(eng *engine.Broker) error {
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return err
+	}
+	if last, err := logs.LastIndex(); err == nil {
+		n.startIndex = last
 	}
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -55,6 +56,11 @@ func (n *Node) trimProgress(now time.Time) {
 func (n *Node) reconcile() {
 	n.recMu.Lock()
 	defer n.recMu.Unlock()
+	if !n.caughtUp() {
+		// Right after a restart the metadata is whatever the last Raft snapshot held until the
+		// log is replayed: acting on it would delete topics created since (and their data).
+		return
+	}
 	st, _ := n.fsm.snapshotState()
 	if err := n.syncEngine(st); err != nil {
 		n.log.Warn("reconcile engine", "err", err)
@@ -65,12 +71,50 @@ func (n *Node) reconcile() {
 	select {
 	case <-n.ready:
 	default:
-		if _, ok := st.Members[n.cfg.NodeID]; ok || len(n.members()) > 0 {
-			if _, ok := n.members()[n.cfg.NodeID]; ok {
-				close(n.ready)
-			}
+		if _, ok := n.members()[n.cfg.NodeID]; ok {
+			close(n.ready)
 		}
 	}
+}
+
+// caughtUp reports whether the metadata this node has applied is current enough to act on:
+// every entry its Raft log held at start is applied, a leader exists, and the node has applied
+// what that leader had committed when first asked. Once true it stays true.
+func (n *Node) caughtUp() bool {
+	if n.metaCurrent.Load() {
+		return true
+	}
+	if n.raft == nil || n.raft.AppliedIndex() < n.startIndex {
+		return false
+	}
+	if n.isLeader() {
+		// A leader has applied its whole log once its first barrier returns.
+		if n.raft.Barrier(5*time.Second).Error() != nil {
+			return false
+		}
+		n.metaCurrent.Store(true)
+		return true
+	}
+	if addr, _ := n.leaderAddr(); addr == "" {
+		return false
+	}
+	if n.commitTarget == 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var out struct {
+			Index uint64 `json:"index"`
+		}
+		err := n.callLeader(ctx, "commitIndex", struct{}{}, &out)
+		cancel()
+		if err != nil {
+			return false
+		}
+		n.commitTarget = max(out.Index, 1)
+	}
+	if n.raft.AppliedIndex() < n.commitTarget {
+		return false
+	}
+	n.metaCurrent.Store(true)
+	return true
 }
 
 // syncEngine creates, updates and deletes the engine's topics and subscriptions.
