@@ -6,7 +6,6 @@ package controllers_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -80,11 +79,22 @@ type brokerProc struct {
 	cmd       *exec.Cmd
 	exited    chan struct{}
 	client    *brokerclient.Client
+	// extraArgs are added to the command line (a cluster node's --node-id and --cluster-peers).
+	extraArgs []string
 }
 
 // startBroker starts a broker for the test; it is killed when the test ends. Names written with
 // addHost resolve for its push deliveries (HERALD_HOSTS_FILE).
 func startBroker(t *testing.T) *brokerProc {
+	t.Helper()
+	b := newBrokerProc(t, "broker")
+	b.start()
+	return b
+}
+
+// newBrokerProc prepares a broker on a free loopback port (not started), killed when the test
+// ends; its logs are shown, named after what, when the test fails.
+func newBrokerProc(t *testing.T, what string) *brokerProc {
 	t.Helper()
 	if heraldBin == "" {
 		t.Fatal("the herald binary was not built")
@@ -108,12 +118,37 @@ func startBroker(t *testing.T) *brokerProc {
 		b.kill()
 		if t.Failed() {
 			for i := 1; i <= b.starts; i++ {
-				t.Logf("---- broker log %d (tail) ----\n%s", i, tail(b.logPath(i), 30))
+				t.Logf("---- %s log %d (tail) ----\n%s", what, i, tail(b.logPath(i), 40))
 			}
 		}
 	})
-	b.start()
 	return b
+}
+
+// startBrokerCluster starts a cluster of n brokers whose node ids are the pod names of
+// BrokerCluster bcName (<bcName>-0 …), as under the operator, founded together with
+// --cluster-peers; it returns when every one is ready.
+func startBrokerCluster(t *testing.T, bcName string, n int) []*brokerProc {
+	t.Helper()
+	nodes := make([]*brokerProc, n)
+	var peers []string
+	for i := range nodes {
+		nodes[i] = newBrokerProc(t, fmt.Sprintf("%s-%d", bcName, i))
+		peers = append(peers, fmt.Sprintf("%s-%d=%s", bcName, i, nodes[i].addr))
+	}
+	for i, b := range nodes {
+		b.extraArgs = []string{"--node-id", fmt.Sprintf("%s-%d", bcName, i), "--cluster-peers", strings.Join(peers, ",")}
+		if err := b.launch(); err != nil {
+			t.Fatalf("starting %s-%d: %v", bcName, i, err)
+		}
+	}
+	// A node is ready once it is a member and knows the controller: all must be up for that.
+	for i, b := range nodes {
+		if err := b.awaitReady(90 * time.Second); err != nil {
+			t.Fatalf("%s-%d: %v", bcName, i, err)
+		}
+	}
+	return nodes
 }
 
 func (b *brokerProc) url() string { return "http://" + b.addr }
@@ -152,12 +187,20 @@ func (b *brokerProc) start() {
 }
 
 func (b *brokerProc) spawn() error {
+	if err := b.launch(); err != nil {
+		return err
+	}
+	return b.awaitReady(30 * time.Second)
+}
+
+// launch starts the broker process, without waiting for it.
+func (b *brokerProc) launch() error {
 	b.starts++
 	logf, err := os.Create(b.logPath(b.starts))
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(heraldBin, "broker", "--data-dir", b.dataDir, "--listen", b.addr, "--fsync", "always")
+	cmd := exec.Command(heraldBin, append([]string{"broker", "--data-dir", b.dataDir, "--listen", b.addr, "--fsync", "always"}, b.extraArgs...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "HERALD_") {
 			cmd.Env = append(cmd.Env, kv)
@@ -174,10 +217,15 @@ func (b *brokerProc) spawn() error {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	b.cmd, b.exited = cmd, exited
-	deadline := time.Now().Add(30 * time.Second)
+	return nil
+}
+
+// awaitReady waits until the launched broker answers /readyz; it kills it after timeout.
+func (b *brokerProc) awaitReady(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case <-exited:
+		case <-b.exited:
 			return fmt.Errorf("exited before ready:\n%s", tail(b.logPath(b.starts), 20))
 		default:
 		}
@@ -190,7 +238,7 @@ func (b *brokerProc) spawn() error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	b.kill()
-	return errors.New("not ready within 30s")
+	return fmt.Errorf("not ready within %s:\n%s", timeout, tail(b.logPath(b.starts), 20))
 }
 
 // kill SIGKILLs the broker and waits for it to be gone.

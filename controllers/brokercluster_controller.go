@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -33,6 +34,7 @@ import (
 // +kubebuilder:rbac:groups=herald.dev,resources=brokerclusters,verbs=get;list;watch
 // +kubebuilder:rbac:groups=herald.dev,resources=brokerclusters/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=herald.dev,resources=brokerclusters/finalizers,verbs=update
+// +kubebuilder:rbac:groups=herald.dev,resources=topics,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch
@@ -68,6 +70,17 @@ type BrokerClusterReconciler struct {
 	Now func() time.Time
 	// AfterReconcile, if set, is called after every reconcile (instrumentation, tests).
 	AfterReconcile func(req ctrl.Request, res ctrl.Result, err error)
+	// Brokers reaches the brokers' cluster API (drain before a scale-down, rebalance after a
+	// scale-up); nil: the client Service of each cluster, without override.
+	Brokers *Brokers
+	// DrainPollInterval is how often a drain in progress is looked at; zero:
+	// DefaultDrainPollInterval.
+	DrainPollInterval time.Duration
+	// RebalancePollInterval is how often a rebalance in progress is looked at; zero:
+	// DefaultRebalancePollInterval.
+	RebalancePollInterval time.Duration
+
+	brokersOnce sync.Once
 }
 
 // SetupWithManager registers the reconciler: it watches BrokerClusters and the children they own.
@@ -109,7 +122,17 @@ func (r *BrokerClusterReconciler) reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 
-	fail, err := r.reconcileChildren(ctx, bc)
+	sts, err := r.statefulSet(ctx, bc)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// The StatefulSet's size: spec.replicas, unless brokers that go must be drained first.
+	scaled, err := r.scale(ctx, bc, sts)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	fail, err := r.reconcileChildren(ctx, bc, scaled.Replicas)
 	if err != nil {
 		if apierrors.IsConflict(err) {
 			// A stale cache; the watch brings the newer object soon.
@@ -118,20 +141,18 @@ func (r *BrokerClusterReconciler) reconcile(ctx context.Context, req ctrl.Reques
 		fail = &failure{Reason: ReasonReconcileError, Message: err.Error()}
 	}
 
-	sts := &appsv1.StatefulSet{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: bc.Namespace, Name: StatefulSetName(bc)}, sts); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-		sts = nil
-	} else if !metav1.IsControlledBy(sts, bc) {
-		sts = nil
+	if sts, err = r.statefulSet(ctx, bc); err != nil {
+		return ctrl.Result{}, err
 	}
 
 	status, requeue := computeStatus(statusInput{
 		BC: bc, StatefulSet: sts, Failure: fail, Image: BrokerImage(bc, r.DefaultImage),
 		Now: r.now(), ProgressDeadline: r.ProgressDeadline,
+		Drain: scaled.Drain, Rebalancing: scaled.Rebalancing,
 	})
+	if scaled.Poll > 0 && (requeue == 0 || scaled.Poll < requeue) {
+		requeue = scaled.Poll
+	}
 	if fail != nil && failureIsNew(bc, fail) {
 		r.Recorder.Eventf(bc, nil, corev1.EventTypeWarning, fail.Reason, "Reconcile", "%s", fail.Message)
 	}
@@ -170,6 +191,22 @@ func (r *BrokerClusterReconciler) reconcile(ctx context.Context, req ctrl.Reques
 	return ctrl.Result{}, nil
 }
 
+// statefulSet returns bc's StatefulSet from the cache; nil when it does not exist (yet) or is
+// not bc's.
+func (r *BrokerClusterReconciler) statefulSet(ctx context.Context, bc *heraldv1.BrokerCluster) (*appsv1.StatefulSet, error) {
+	sts := &appsv1.StatefulSet{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: bc.Namespace, Name: StatefulSetName(bc)}, sts); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return nil, err
+		}
+		return nil, nil
+	}
+	if !metav1.IsControlledBy(sts, bc) {
+		return nil, nil
+	}
+	return sts, nil
+}
+
 // failureIsNew reports whether fail is not already the BrokerCluster's Degraded condition, so a
 // failure that persists over reconciles is recorded as one Event, not one per reconcile.
 func failureIsNew(bc *heraldv1.BrokerCluster, fail *failure) bool {
@@ -178,9 +215,9 @@ func failureIsNew(bc *heraldv1.BrokerCluster, fail *failure) bool {
 		c.ObservedGeneration != bc.Generation
 }
 
-// reconcileChildren applies every child of bc. A *failure reports a problem the spec must fix;
-// an error anything else (retried).
-func (r *BrokerClusterReconciler) reconcileChildren(ctx context.Context, bc *heraldv1.BrokerCluster) (*failure, error) {
+// reconcileChildren applies every child of bc, with a StatefulSet of replicas pods. A *failure
+// reports a problem the spec must fix; an error anything else (retried).
+func (r *BrokerClusterReconciler) reconcileChildren(ctx context.Context, bc *heraldv1.BrokerCluster, replicas int32) (*failure, error) {
 	if fail, err := r.checkTLSSecret(ctx, bc); fail != nil || err != nil {
 		return fail, err
 	}
@@ -188,7 +225,7 @@ func (r *BrokerClusterReconciler) reconcileChildren(ctx context.Context, bc *her
 	if err != nil {
 		return &failure{Reason: ReasonInvalidSpec, Message: err.Error()}, nil
 	}
-	sts, err := BuildStatefulSet(bc, StatefulSetParams{DefaultImage: r.DefaultImage, ConfigHash: hash})
+	sts, err := BuildStatefulSet(bc, StatefulSetParams{DefaultImage: r.DefaultImage, ConfigHash: hash, Replicas: &replicas})
 	if err != nil {
 		return &failure{Reason: ReasonInvalidSpec, Message: err.Error()}, nil
 	}

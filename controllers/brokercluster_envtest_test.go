@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
@@ -194,12 +195,53 @@ func TestBrokerClusterLifecycle(t *testing.T) {
 		// A change outside the configuration (replicas) keeps the hash.
 		g.Expect(k8s.Get(ctx, key, sts)).To(Succeed())
 		hash := sts.Spec.Template.Annotations[controllers.AnnotationConfigHash]
-		patch(g, key, `{"spec":{"replicas":4}}`)
+		patch(g, key, `{"spec":{"replicas":6}}`)
 		g.Eventually(func(g Gomega) {
 			g.Expect(k8s.Get(ctx, key, sts)).To(Succeed())
-			g.Expect(*sts.Spec.Replicas).To(Equal(int32(4)))
+			g.Expect(*sts.Spec.Replicas).To(Equal(int32(6)))
 		}).Should(Succeed())
 		g.Expect(sts.Spec.Template.Annotations[controllers.AnnotationConfigHash]).To(Equal(hash))
+	})
+
+	t.Run("a scale-down waits for the brokers to drain", func(t *testing.T) {
+		g := gt(t)
+		// Nothing answers at the cluster's address (no pod runs): the brokers that go cannot be
+		// drained, so the StatefulSet keeps them and the status says why.
+		patch(g, key, `{"spec":{"replicas":4}}`)
+		g.Eventually(func(g Gomega) {
+			bc := getBC(g, key)
+			g.Expect(bc.Status.Drain).NotTo(BeNil())
+			g.Expect(bc.Status.Drain.Members).To(Equal([]string{"orders-4", "orders-5"}))
+			g.Expect(bc.Status.Drain.BlockedReason).To(ContainSubstring(
+				fmt.Sprintf("asking the brokers at http://orders.%s.svc:8080 for the cluster's members", ns)))
+			p := condition(bc, "Progressing")
+			g.Expect(p.Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(p.Reason).To(Equal(controllers.ReasonDrainBlocked))
+			g.Expect(p.Message).To(HavePrefix("cannot drain orders-4, orders-5: "))
+			g.Expect(p.Message).To(HaveSuffix(" before scaling from 6 to 4 brokers"))
+			// A wait, not a failure: Degraded only once the progress deadline passes.
+			g.Expect(condition(bc, "Degraded").Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(events(g, bc)).To(ContainElement(HavePrefix("Warning DrainBlocked: asking the brokers at ")))
+		}).Should(Succeed())
+		g.Consistently(func(g Gomega) int32 {
+			sts := &appsv1.StatefulSet{}
+			g.Expect(k8s.Get(ctx, key, sts)).To(Succeed())
+			return *sts.Spec.Replicas
+		}, 2*time.Second, 200*time.Millisecond).Should(Equal(int32(6)))
+	})
+
+	t.Run("replicas 0 stops every pod at once", func(t *testing.T) {
+		g := gt(t)
+		patch(g, key, `{"spec":{"replicas":0}}`)
+		g.Eventually(func(g Gomega) {
+			sts := &appsv1.StatefulSet{}
+			g.Expect(k8s.Get(ctx, key, sts)).To(Succeed())
+			g.Expect(*sts.Spec.Replicas).To(BeZero())
+			bc := getBC(g, key)
+			g.Expect(bc.Status.Drain).To(BeNil())
+			g.Expect(bc.Status.Replicas).To(BeZero())
+			g.Expect(bc.Status.Phase).To(Equal(heraldv1.PhaseStopped))
+		}).Should(Succeed())
 	})
 
 	t.Run("delete garbage-collects every child", func(t *testing.T) {
@@ -276,7 +318,8 @@ func fullSpec(ns string) *heraldv1.BrokerCluster {
 					MaxSkew: 1, TopologyKey: "topology.kubernetes.io/zone", WhenUnsatisfiable: corev1.ScheduleAnyway,
 					LabelSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/instance": "full"}},
 				}},
-				PriorityClassName: testPriorityClass,
+				PriorityClassName:             testPriorityClass,
+				TerminationGracePeriodSeconds: ptr.To[int64](60),
 			},
 			Disruption: heraldv1.DisruptionSpec{MaxUnavailable: ptr.To(intstr.FromString("34%"))},
 		},

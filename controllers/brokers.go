@@ -150,10 +150,19 @@ type Brokers struct {
 	Override BrokerURLResolver
 	// Timeout bounds one broker request; zero: DefaultBrokerTimeout.
 	Timeout time.Duration
+	// ViewTTL is how long the Topic reconciles share one GET /v1/cluster of a cluster (its
+	// partitions' replication state); zero: DefaultClusterViewTTL.
+	ViewTTL time.Duration
 
-	mu      sync.Mutex
-	clients map[string]*brokerclient.Client
+	mu             sync.Mutex
+	clients        map[string]*brokerclient.Client
+	clusterClients map[string]*clusterClient
 }
+
+// DefaultClusterViewTTL is how long the Topic reconciles of one BrokerCluster share one view of
+// its replication state, so that a resync of every Topic costs one GET /v1/cluster per cluster
+// every few seconds, not one per Topic.
+const DefaultClusterViewTTL = 5 * time.Second
 
 // clusterState is what a reconcile needs to know about the BrokerCluster of an object.
 type clusterState struct {
@@ -166,6 +175,8 @@ type clusterState struct {
 	Reason, Message string
 	// Broker is a client of its brokers; nil when their URL is not known yet.
 	Broker *brokerclient.Client
+	// Cluster is a client of their cluster API; nil when Broker is.
+	Cluster *clusterClient
 }
 
 // usable reports whether the cluster's brokers can be asked.
@@ -198,6 +209,7 @@ func (b *Brokers) cluster(ctx context.Context, namespace, name string) (*cluster
 			return st, nil
 		}
 		st.Broker = c
+		st.Cluster = b.clusterClient(u)
 	}
 	if avail := meta.FindStatusCondition(bc.Status.Conditions, heraldv1.ConditionAvailable); avail == nil || avail.Status != "True" {
 		why := "its status reports no Available condition yet"
@@ -211,6 +223,41 @@ func (b *Brokers) cluster(ctx context.Context, namespace, name string) (*cluster
 		st.Reason, st.Message = ReasonClusterNotReady, fmt.Sprintf("BrokerCluster %q has no status.endpoint yet", name)
 	}
 	return st, nil
+}
+
+// brokerClusterURL is where the BrokerCluster reconciler reaches bc's brokers: the override, or
+// the client Service.
+func (b *Brokers) brokerClusterURL(bc *heraldv1.BrokerCluster) string {
+	if u, ok := b.override(bc.Namespace, bc.Name); ok {
+		return u
+	}
+	return Endpoint(bc)
+}
+
+// clusterClient returns the (cached) cluster API client of the brokers at u.
+func (b *Brokers) clusterClient(u string) *clusterClient {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if c, ok := b.clusterClients[u]; ok {
+		return c
+	}
+	timeout := b.Timeout
+	if timeout <= 0 {
+		timeout = DefaultBrokerTimeout
+	}
+	c := newClusterClient(strings.TrimRight(u, "/"), timeout)
+	if b.clusterClients == nil {
+		b.clusterClients = map[string]*clusterClient{}
+	}
+	b.clusterClients[u] = c
+	return c
+}
+
+func (b *Brokers) viewTTL() time.Duration {
+	if b.ViewTTL > 0 {
+		return b.ViewTTL
+	}
+	return DefaultClusterViewTTL
 }
 
 func (b *Brokers) override(namespace, name string) (string, bool) {

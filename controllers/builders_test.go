@@ -139,6 +139,10 @@ func TestBuildStatefulSet(t *testing.T) {
 				if *pod.EnableServiceLinks || *pod.AutomountServiceAccountToken {
 					t.Error("service links or token automount enabled")
 				}
+				// Room for a stopping broker to hand its leaderships over (15 s) and shut down (10 s).
+				if g := ptr.Deref(pod.TerminationGracePeriodSeconds, 0); g < 40 {
+					t.Errorf("terminationGracePeriodSeconds %d, want at least 40", g)
+				}
 				mounts := map[string]string{}
 				for _, m := range c.VolumeMounts {
 					mounts[m.Name] = m.MountPath
@@ -238,11 +242,12 @@ func TestBuildStatefulSet(t *testing.T) {
 					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
 				}
 				bc.Spec.PodTemplate = heraldv1.PodTemplateOverrides{
-					Labels:            map[string]string{"team": "payments", LabelComponent: "mine"},
-					Annotations:       map[string]string{"example.com/a": "b", AnnotationConfigHash: "forged"},
-					NodeSelector:      map[string]string{"disk": "ssd"},
-					Tolerations:       []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "herald", Effect: corev1.TaintEffectNoSchedule}},
-					PriorityClassName: "high",
+					Labels:                        map[string]string{"team": "payments", LabelComponent: "mine"},
+					Annotations:                   map[string]string{"example.com/a": "b", AnnotationConfigHash: "forged"},
+					NodeSelector:                  map[string]string{"disk": "ssd"},
+					Tolerations:                   []corev1.Toleration{{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "herald", Effect: corev1.TaintEffectNoSchedule}},
+					PriorityClassName:             "high",
+					TerminationGracePeriodSeconds: ptr.To[int64](120),
 					Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
 						RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
 							TopologyKey:   "kubernetes.io/hostname",
@@ -267,6 +272,9 @@ func TestBuildStatefulSet(t *testing.T) {
 					pod.Tolerations[0].Key != "dedicated" || pod.Affinity == nil ||
 					len(pod.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) != 1 {
 					t.Errorf("scheduling %+v", pod)
+				}
+				if ptr.Deref(pod.TerminationGracePeriodSeconds, 0) != 120 {
+					t.Errorf("terminationGracePeriodSeconds %v, want the override's 120", pod.TerminationGracePeriodSeconds)
 				}
 				if len(pod.TopologySpreadConstraints) != 1 || pod.TopologySpreadConstraints[0].TopologyKey != "topology.kubernetes.io/zone" {
 					t.Errorf("topology spread %+v (the spec's replace the default)", pod.TopologySpreadConstraints)
@@ -311,6 +319,31 @@ func TestBuildStatefulSet(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.check(t, buildSTS(t, tt.bc)) })
+	}
+}
+
+// TestBuildStatefulSetReplicas: the reconciler decides the replica count (during a drain it keeps
+// the current one); the builder takes it as given, and spec.replicas when it is not given.
+func TestBuildStatefulSetReplicas(t *testing.T) {
+	bc := testCluster(func(bc *heraldv1.BrokerCluster) { bc.Spec.Replicas = ptr.To[int32](2) })
+	for _, tt := range []struct {
+		param *int32
+		want  int32
+	}{{nil, 2}, {ptr.To[int32](3), 3}, {ptr.To[int32](0), 0}} {
+		ac, err := BuildStatefulSet(bc, StatefulSetParams{DefaultImage: "x:v1", ConfigHash: "h", Replicas: tt.param})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := *toTyped[appsv1.StatefulSet](t, ac).Spec.Replicas; got != tt.want {
+			t.Errorf("Replicas %v: StatefulSet replicas %d, want %d", ptr.Deref(tt.param, -1), got, tt.want)
+		}
+	}
+	// Pure: the same input gives the same object, and the BrokerCluster is not touched.
+	before := bc.DeepCopy()
+	a, _ := BuildStatefulSet(bc, StatefulSetParams{DefaultImage: "x:v1", ConfigHash: "h", Replicas: ptr.To[int32](3)})
+	b, _ := BuildStatefulSet(bc, StatefulSetParams{DefaultImage: "x:v1", ConfigHash: "h", Replicas: ptr.To[int32](3)})
+	if !jsonEqual(t, a, b) || !jsonEqual(t, bc, before) {
+		t.Error("BuildStatefulSet is not pure")
 	}
 }
 

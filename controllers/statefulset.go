@@ -22,7 +22,16 @@ type StatefulSetParams struct {
 	DefaultImage string
 	// ConfigHash is the hash of the ConfigMap's data (from BuildConfigMap).
 	ConfigHash string
+	// Replicas is the StatefulSet's replica count; nil: spec.replicas. During a scale-down it is
+	// the current count until the brokers that go are drained and removed from the cluster
+	// (the reconciler decides; see drain.go).
+	Replicas *int32
 }
+
+// DefaultTerminationGracePeriodSeconds is the broker pods' grace period unless
+// spec.podTemplate.terminationGracePeriodSeconds sets one: a stopping broker hands its partition
+// leaderships over (up to 15 s), then shuts down (up to 10 s); the rest is margin.
+const DefaultTerminationGracePeriodSeconds = int64(45)
 
 // BrokerImage is the image of bc's brokers: spec.image, else defaultImage.
 func BrokerImage(bc *heraldv1.BrokerCluster, defaultImage string) string {
@@ -70,8 +79,12 @@ func BuildStatefulSet(bc *heraldv1.BrokerCluster, p StatefulSetParams) (*appsv1a
 	if err != nil {
 		return nil, err
 	}
+	replicas := *spec.Replicas
+	if p.Replicas != nil {
+		replicas = *p.Replicas
+	}
 	sts := appsv1ac.StatefulSetSpec().
-		WithReplicas(*spec.Replicas).
+		WithReplicas(replicas).
 		WithServiceName(HeadlessServiceName(bc)).
 		// Brokers start together: a Raft group needs its peers up to elect a leader, and a pod
 		// waiting for the previous one to be ready would never see them.
@@ -206,6 +219,11 @@ func buildPodTemplate(bc *heraldv1.BrokerCluster, spec heraldv1.BrokerClusterSpe
 	if o.PriorityClassName != "" {
 		podSpec.WithPriorityClassName(o.PriorityClassName)
 	}
+	grace := DefaultTerminationGracePeriodSeconds
+	if o.TerminationGracePeriodSeconds != nil {
+		grace = *o.TerminationGracePeriodSeconds
+	}
+	podSpec.WithTerminationGracePeriodSeconds(grace)
 	if len(o.Tolerations) > 0 {
 		var tol []*corev1ac.TolerationApplyConfiguration
 		if err := convert(o.Tolerations, &tol); err != nil {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -56,6 +57,10 @@ type statusInput struct {
 	Image            string
 	Now              time.Time
 	ProgressDeadline time.Duration
+	// Drain of brokers before a scale-down; nil when none.
+	Drain *drainReport
+	// Rebalancing, when not empty, says how partitions move between the brokers.
+	Rebalancing string
 }
 
 // computeStatus returns the BrokerCluster's new status and, while a rollout is in progress, when
@@ -87,18 +92,29 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		rolledOut = observed && sameRevision && current == desired && updated == desired
 	}
 	st.Replicas, st.ReadyReplicas = current, ready
+	drain := in.Drain
+	st.Drain = nil
+	if drain != nil && drain.Status != nil {
+		st.Drain = drain.Status.DeepCopy()
+	}
+	holding := drain != nil && drain.Holding
 
-	// Available: a majority of the brokers is ready (the Raft group has a quorum).
-	quorum := desired/2 + 1
+	// Available: a majority of the brokers is ready (the Raft group has a quorum). While brokers
+	// are drained before a scale-down, they are still members.
+	members := desired
+	if holding {
+		members = max(desired, drain.From)
+	}
+	quorum := members/2 + 1
 	switch {
 	case desired == 0:
 		set(heraldv1.ConditionAvailable, metav1.ConditionFalse, ReasonScaledToZero, "spec.replicas is 0")
 	case ready >= quorum:
 		set(heraldv1.ConditionAvailable, metav1.ConditionTrue, ReasonQuorumReady,
-			fmt.Sprintf("%d of %d brokers ready (quorum %d)", ready, desired, quorum))
+			fmt.Sprintf("%d of %d brokers ready (quorum %d)", ready, members, quorum))
 	default:
 		set(heraldv1.ConditionAvailable, metav1.ConditionFalse, ReasonQuorumNotReady,
-			fmt.Sprintf("%d of %d brokers ready (quorum %d)", ready, desired, quorum))
+			fmt.Sprintf("%d of %d brokers ready (quorum %d)", ready, members, quorum))
 	}
 
 	var requeue time.Duration
@@ -110,11 +126,32 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		// observedGeneration moves only after a fully successful reconcile.
 		return st, 0
 	}
+	if drain != nil && drain.SpecBlocked {
+		// The scale-down cannot be done until the spec (or the topics) change.
+		msg := drain.Status.BlockedReason
+		set(heraldv1.ConditionDegraded, metav1.ConditionTrue, ReasonDrainBlocked, msg)
+		set(heraldv1.ConditionProgressing, metav1.ConditionFalse, ReasonDrainBlocked, msg)
+		set(heraldv1.ConditionReady, metav1.ConditionFalse, ReasonDrainBlocked, msg)
+		st.Phase = heraldv1.PhaseFailed
+		if st.Version == "" {
+			st.Version = ImageVersion(in.Image)
+		}
+		return st, 0
+	}
 
 	allReady := rolledOut && ready == desired
 	if allReady {
-		set(heraldv1.ConditionProgressing, metav1.ConditionFalse, ReasonRolloutComplete,
-			fmt.Sprintf("%d brokers run the current spec", desired))
+		switch {
+		case drain != nil && drain.Status != nil && len(drain.Status.Members) > 0:
+			// Members without a pod (their pods went without a drain: a stop, say) leave the
+			// cluster.
+			set(heraldv1.ConditionProgressing, metav1.ConditionTrue, ReasonDraining, drainMessage(drain))
+		case in.Rebalancing != "":
+			set(heraldv1.ConditionProgressing, metav1.ConditionTrue, ReasonRebalancing, in.Rebalancing)
+		default:
+			set(heraldv1.ConditionProgressing, metav1.ConditionFalse, ReasonRolloutComplete,
+				fmt.Sprintf("%d brokers run the current spec", desired))
+		}
 		set(heraldv1.ConditionDegraded, metav1.ConditionFalse, ReasonAsExpected, "")
 		if desired == 0 {
 			set(heraldv1.ConditionReady, metav1.ConditionFalse, ReasonScaledToZero, "spec.replicas is 0")
@@ -127,13 +164,20 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		st.Version = ImageVersion(in.Image)
 	} else {
 		reason, msg := progressReason(in.StatefulSet, desired, current, ready, updated)
+		if holding {
+			reason, msg = ReasonDraining, drainMessage(drain)
+			if drain.Status.BlockedReason != "" {
+				reason = ReasonDrainBlocked
+			}
+		}
 		set(heraldv1.ConditionProgressing, metav1.ConditionTrue, reason, msg)
 		since := meta.FindStatusCondition(st.Conditions, heraldv1.ConditionProgressing).LastTransitionTime.Time
 		deadline := in.ProgressDeadline
 		if deadline <= 0 {
 			deadline = DefaultProgressDeadline
 		}
-		exceeded := !in.Now.Before(since.Add(deadline))
+		// A drain that progresses takes as long as moving the data takes.
+		exceeded := reason != ReasonDraining && !in.Now.Before(since.Add(deadline))
 		if exceeded {
 			set(heraldv1.ConditionDegraded, metav1.ConditionTrue, ReasonProgressDeadlineExceded,
 				fmt.Sprintf("%d of %d brokers ready, %d of %d updated, after %s", ready, desired, updated, desired, deadline))
@@ -163,6 +207,19 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 	}
 	st.ObservedGeneration = gen
 	return st, requeue
+}
+
+// drainMessage describes a drain for the Progressing and Ready conditions.
+func drainMessage(d *drainReport) string {
+	st := d.Status
+	what := fmt.Sprintf("draining %s (%d partition replicas left)", strings.Join(st.Members, ", "), st.ReplicasRemaining)
+	if st.BlockedReason != "" {
+		what = fmt.Sprintf("cannot drain %s: %s", strings.Join(st.Members, ", "), st.BlockedReason)
+	}
+	if d.Holding {
+		return fmt.Sprintf("%s before scaling from %d to %d brokers", what, d.From, d.To)
+	}
+	return what + " out of the cluster: their pods are gone"
 }
 
 // progressReason says what a rollout that is not done is waiting for.

@@ -48,6 +48,13 @@ const (
 	ReasonClusterNotReady = "ClusterNotReady"
 	// ReasonReplicationFactorTooLarge: a Topic's replicationFactor exceeds the cluster's replicas.
 	ReasonReplicationFactorTooLarge = "ReplicationFactorTooLarge"
+	// ReasonReplicationFactorMismatch: the broker's topic has another (immutable) replication
+	// factor than spec.replicationFactor.
+	ReasonReplicationFactorMismatch = "ReplicationFactorMismatch"
+	// ReasonUnderReplicated (UnderReplicated=True): some partitions lack in-sync copies.
+	ReasonUnderReplicated = "UnderReplicated"
+	// ReasonFullyReplicated (UnderReplicated=False): every partition has every copy in sync.
+	ReasonFullyReplicated = "FullyReplicated"
 	// ReasonConflict: an older Topic claims the same topic name on the same cluster.
 	ReasonConflict = "Conflict"
 	// ReasonPartitionsCannotShrink: the broker's topic has more partitions than spec.partitions.

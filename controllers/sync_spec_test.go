@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,71 @@ func TestTopicClaimOrder(t *testing.T) {
 		if got := olderThan(tt.a, tt.b); got != tt.want {
 			t.Errorf("olderThan(%s, %s) = %v", tt.a.Name, tt.b.Name, got)
 		}
+	}
+}
+
+func TestDesiredTopicSpecReplicationFactor(t *testing.T) {
+	bc := &heraldv1.BrokerCluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}
+	for rf, want := range map[int32]int{0: 0, 1: 1, 3: 3} {
+		topic := &heraldv1.Topic{ObjectMeta: metav1.ObjectMeta{Name: "t"}, Spec: heraldv1.TopicSpec{Partitions: 1, ReplicationFactor: rf}}
+		got, err := DesiredTopicSpec(topic, bc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ReplicationFactor != want {
+			t.Errorf("spec.replicationFactor %d: PUT %d, want %d (0: the brokers choose)", rf, got.ReplicationFactor, want)
+		}
+	}
+	// Never a difference to "restore": it cannot change.
+	if d := topicDiff(api.TopicSpec{Partitions: 1, ReplicationFactor: 3}, api.TopicSpec{Partitions: 1, ReplicationFactor: 1}); len(d) != 0 {
+		t.Errorf("diff %v", d)
+	}
+	for _, tt := range []struct {
+		want, have int
+		mismatch   bool
+	}{{3, 3, false}, {0, 3, false}, {3, 0, false}, {3, 2, true}} {
+		msg := replicationFactorMismatch("t", "c", api.TopicSpec{ReplicationFactor: tt.want}, api.TopicSpec{ReplicationFactor: tt.have})
+		if (msg != "") != tt.mismatch {
+			t.Errorf("want %d have %d: %q", tt.want, tt.have, msg)
+		}
+	}
+	if msg := replicationFactorMismatch("t", "c", api.TopicSpec{ReplicationFactor: 3}, api.TopicSpec{ReplicationFactor: 2}); !strings.HasPrefix(msg,
+		`topic "t" has replicationFactor 2 on BrokerCluster "c", not 3 (spec.replicationFactor)`) {
+		t.Errorf("message %q", msg)
+	}
+}
+
+func TestUnderReplication(t *testing.T) {
+	r := []string{"c-0", "c-1", "c-2"}
+	view := &ClusterView{Partitions: []ClusterPartition{
+		{Topic: "other", Partition: 0, Leader: "c-0", Replicas: r, InSync: r[:1]},
+		{Topic: "t", Partition: 0, Leader: "c-0", Replicas: r, InSync: r},
+		{Topic: "t", Partition: 1, Leader: "c-1", Replicas: r, InSync: r[:2]},
+		// A copy being added (a move): 4 replicas for a factor of 3, the new one catching up.
+		{Topic: "t", Partition: 2, Leader: "c-0", Replicas: append(slices.Clone(r), "c-3"), InSync: r},
+		{Topic: "t", Partition: 3, Leader: "", Replicas: r, InSync: r[1:]},
+	}}
+	n, msg, found := underReplication(view, "t", 3)
+	if !found || n != 2 || msg != "2 of 4 partitions are under-replicated: partition 1 has 2 of 3 copies in sync, partition 3 has 2 of 3 copies in sync and no leader" {
+		t.Errorf("%d %q %v", n, msg, found)
+	}
+	// Without a known factor, every replica counts.
+	if n, _, _ := underReplication(view, "t", 0); n != 3 {
+		t.Errorf("factor unknown: %d under-replicated, want 3", n)
+	}
+	if n, msg, found := underReplication(&ClusterView{Partitions: view.Partitions[1:2]}, "t", 3); !found || n != 0 ||
+		msg != "all 1 partitions have every copy in sync" {
+		t.Errorf("%d %q %v", n, msg, found)
+	}
+	if _, _, found := underReplication(view, "missing", 3); found {
+		t.Error("found a topic the view does not have")
+	}
+	// Many: the first ten are named.
+	var many []ClusterPartition
+	for i := range 13 {
+		many = append(many, ClusterPartition{Topic: "t", Partition: i, Leader: "c-0", Replicas: r, InSync: r[:1]})
+	}
+	if n, msg, _ := underReplication(&ClusterView{Partitions: many}, "t", 3); n != 13 || !strings.HasSuffix(msg, "partition 9 has 1 of 3 copies in sync, and 3 more") {
+		t.Errorf("%d %q", n, msg)
 	}
 }

@@ -163,6 +163,10 @@ func (r *TopicReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	readyCondition(&status.Conditions, o, fmt.Sprintf("topic %q has %d partitions on BrokerCluster %q",
 		status.TopicName, status.Partitions, t.Spec.ClusterRef.Name), t.Generation, now)
 	driftCondition(&status.Conditions, drift, compared, t.Generation, now, r.interval())
+	if compared || o.reason == ReasonReplicationFactorMismatch {
+		// The topic exists on the brokers.
+		r.replicationCondition(ctx, cl, status, t.Generation, now)
+	}
 	if o.ready {
 		status.ObservedGeneration = t.Generation
 	}
@@ -173,6 +177,37 @@ func (r *TopicReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		return res, err
 	}
 	return resultFor(o, req.NamespacedName, &r.backoff, r.interval()), nil
+}
+
+// replicationCondition sets UnderReplicated and status.underReplicatedPartitions from the
+// cluster's view of the topic's partitions (shared by the cluster's Topics for a few seconds). A
+// view that cannot be had, or that does not show the topic yet, leaves them as they are.
+func (r *TopicReconciler) replicationCondition(ctx context.Context, cl *clusterState, status *heraldv1.TopicStatus, gen int64, now time.Time) {
+	if cl.Cluster == nil {
+		return
+	}
+	// The topic exists on the brokers since before this moment.
+	exists := time.Now()
+	view, err := cl.Cluster.CachedView(ctx, r.Brokers.viewTTL(), time.Time{})
+	if err == nil && partitionsIn(view, status.TopicName) < int(status.Partitions) {
+		// A view older than the topic (or than its last partitions): ask for a newer one, so a
+		// new Topic's status is complete at once rather than one resync later.
+		view, err = cl.Cluster.CachedView(ctx, r.Brokers.viewTTL(), exists)
+	}
+	if err != nil {
+		log.FromContext(ctx).V(1).Info("reading the cluster's replication state", "err", err)
+		return
+	}
+	count, msg, found := underReplication(view, status.TopicName, int(status.ReplicationFactor))
+	if !found {
+		return
+	}
+	status.UnderReplicatedPartitions = count
+	if count > 0 {
+		setCondition(&status.Conditions, heraldv1.ConditionUnderReplicated, metav1.ConditionTrue, ReasonUnderReplicated, msg, gen, now)
+	} else {
+		setCondition(&status.Conditions, heraldv1.ConditionUnderReplicated, metav1.ConditionFalse, ReasonFullyReplicated, msg, gen, now)
+	}
 }
 
 // writeStatus updates the status subresource if it changed. done reports a result to return at
@@ -193,7 +228,8 @@ func (r *TopicReconciler) sync(ctx context.Context, t *heraldv1.Topic, cl *clust
 	if cl.Reason != "" || cl.Broker == nil {
 		return notReady(cl.Reason, cl.Message, cl.Reason == ReasonClusterNotReady), nil, false, nil
 	}
-	if replicas := *withDefaults(cl.BC.Spec).Replicas; t.Spec.ReplicationFactor > replicas {
+	// The brokers there are: spec.replicas, or more while a scale-down drains them.
+	if replicas := max(*withDefaults(cl.BC.Spec).Replicas, cl.BC.Status.Replicas); t.Spec.ReplicationFactor > replicas {
 		return notReady(ReasonReplicationFactorTooLarge, fmt.Sprintf(
 			"spec.replicationFactor is %d but BrokerCluster %q has %d replicas; scale the cluster to at least %d brokers or create a Topic with a smaller replicationFactor",
 			t.Spec.ReplicationFactor, cl.BC.Name, replicas, t.Spec.ReplicationFactor), false), nil, false, nil
@@ -225,12 +261,14 @@ func (r *TopicReconciler) sync(ctx context.Context, t *heraldv1.Topic, cl *clust
 	got, err := broker.GetTopic(ctx, name)
 	switch {
 	case isNotFound(err):
-		if _, _, err := broker.PutTopic(ctx, name, desired); err != nil {
+		created, _, err := broker.PutTopic(ctx, name, desired)
+		if err != nil {
 			reason, msg, transient := brokerFailure(err, fmt.Sprintf("creating topic %q", name))
 			return notReady(reason, msg, transient), nil, false, nil
 		}
 		r.applied.Store(t.UID, desired)
 		status.Partitions = int32(desired.Partitions)
+		status.ReplicationFactor = int32(created.ReplicationFactor)
 		status.Stats = &heraldv1.TopicStats{}
 		if known || wasSynced {
 			drift = []string{"the topic was deleted on the broker; re-created it (its messages are lost)"}
@@ -247,7 +285,11 @@ func (r *TopicReconciler) sync(ctx context.Context, t *heraldv1.Topic, cl *clust
 	}
 
 	status.Partitions = int32(got.Partitions)
+	status.ReplicationFactor = int32(got.ReplicationFactor)
 	status.Stats = topicStats(got)
+	if msg := replicationFactorMismatch(name, cl.BC.Name, desired, got.TopicSpec); msg != "" {
+		return notReady(ReasonReplicationFactorMismatch, msg, false), nil, false, nil
+	}
 	diffs := topicDiff(desired, got.TopicSpec)
 	if len(diffs) == 0 {
 		r.applied.Store(t.UID, desired)

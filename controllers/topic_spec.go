@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	heraldv1 "github.com/heraldmq/herald/api/v1alpha1"
@@ -10,13 +11,16 @@ import (
 
 // DesiredTopicSpec is what the operator PUTs for Topic t on BrokerCluster bc. Every field is
 // explicit (unset ones take the cluster's spec.config defaults, as the brokers would), so the
-// topic a GET returns can be compared with it field by field.
+// topic a GET returns can be compared with it field by field; the exception is
+// replicationFactor, which the brokers choose when the Topic leaves it 0 (min(3, brokers)) and
+// which never changes (topicDiff leaves it out; see replicationFactorMismatch).
 func DesiredTopicSpec(t *heraldv1.Topic, bc *heraldv1.BrokerCluster) (api.TopicSpec, error) {
 	cfg := withDefaults(bc.Spec).Config
 	s := api.TopicSpec{
-		Partitions:      int(max(t.Spec.Partitions, 1)),
-		Retention:       &api.Retention{},
-		MaxMessageBytes: int(*cfg.MaxMessageBytes),
+		Partitions:        int(max(t.Spec.Partitions, 1)),
+		Retention:         &api.Retention{},
+		MaxMessageBytes:   int(*cfg.MaxMessageBytes),
+		ReplicationFactor: int(max(t.Spec.ReplicationFactor, 0)),
 	}
 	maxAge := *cfg.Retention.MaxAge
 	maxBytes := *cfg.Retention.MaxBytes
@@ -102,6 +106,70 @@ func topicDiff(want, have api.TopicSpec) []fieldDiff {
 	add("messageTTL", have.MessageTTL, want.MessageTTL)
 	add("maxMessageBytes", have.MaxMessageBytes, want.MaxMessageBytes)
 	return out
+}
+
+// replicationFactorMismatch describes a broker topic whose replication factor (immutable) is not
+// the one wanted; "" when they agree or want leaves it to the brokers (0).
+func replicationFactorMismatch(name, cluster string, want api.TopicSpec, have api.TopicSpec) string {
+	if want.ReplicationFactor == 0 || have.ReplicationFactor == 0 || want.ReplicationFactor == have.ReplicationFactor {
+		return ""
+	}
+	return fmt.Sprintf("topic %q has replicationFactor %d on BrokerCluster %q, not %d (spec.replicationFactor); a topic's replication factor never changes: delete the topic on the brokers, or create a Topic with replicationFactor %d",
+		name, have.ReplicationFactor, cluster, want.ReplicationFactor, have.ReplicationFactor)
+}
+
+// underReplication reads the replication state of topic's partitions from a cluster view: how
+// many partitions have fewer in-sync copies than rf (0: as many as they have replicas), and a
+// message naming them. found is false when the view has no partition of the topic (a view older
+// than the topic).
+func underReplication(view *ClusterView, topic string, rf int) (count int32, msg string, found bool) {
+	const listed = 10
+	total := 0
+	var parts []string
+	for _, p := range view.Partitions {
+		if p.Topic != topic {
+			continue
+		}
+		total++
+		want := rf
+		if want <= 0 || want > len(p.Replicas) {
+			// Without a known factor, or while a copy is being added: every replica.
+			want = len(p.Replicas)
+		}
+		if len(p.InSync) >= want && p.Leader != "" {
+			continue
+		}
+		count++
+		if len(parts) < listed {
+			s := fmt.Sprintf("partition %d has %d of %d copies in sync", p.Partition, len(p.InSync), want)
+			if p.Leader == "" {
+				s += " and no leader"
+			}
+			parts = append(parts, s)
+		}
+	}
+	if total == 0 {
+		return 0, "", false
+	}
+	if count == 0 {
+		return 0, fmt.Sprintf("all %d partitions have every copy in sync", total), true
+	}
+	msg = fmt.Sprintf("%d of %d partitions are under-replicated: %s", count, total, strings.Join(parts, ", "))
+	if int(count) > listed {
+		msg += fmt.Sprintf(", and %d more", int(count)-listed)
+	}
+	return count, msg, true
+}
+
+// partitionsIn counts the partitions of topic in a view.
+func partitionsIn(view *ClusterView, topic string) int {
+	n := 0
+	for _, p := range view.Partitions {
+		if p.Topic == topic {
+			n++
+		}
+	}
+	return n
 }
 
 func retentionOf(s api.TopicSpec) api.Retention {

@@ -52,10 +52,17 @@ const (
 
 // BrokerClusterSpec is the desired state of a cluster of Herald brokers.
 type BrokerClusterSpec struct {
-	// Number of broker pods; 0 stops the cluster but keeps its volumes. The brokers are meant to
-	// form one cluster (a Raft metadata group spreading partitions across pods), but replication
-	// is not implemented yet: today each pod is an independent broker and the client Service
-	// reaches any of them, so run 1 replica until a release says otherwise.
+	// Number of broker pods. The pods form one replicated cluster: a Raft metadata group, with
+	// each partition kept on spec.replicationFactor brokers (a Topic's); any pod serves any
+	// request, and with a replicationFactor of 3 a pod may fail without losing acknowledged
+	// messages. A scale-up adds pods
+	// that join and receive a share of the partitions (status.conditions Progressing, reason
+	// Rebalancing, while they move). A scale-down first drains the pods that go (their
+	// partitions and leaderships move to the pods that stay, status.drain shows the progress,
+	// condition Progressing reason Draining) and removes them from the cluster; only then does
+	// the StatefulSet shrink. It is refused (reason DrainBlocked) while a topic keeps more
+	// copies than the new count of brokers. 0 stops every pod at once, without a drain, and
+	// keeps the volumes.
 	// +kubebuilder:default=3
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=99
@@ -244,6 +251,15 @@ type PodTemplateOverrides struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// Seconds a broker pod gets to stop once asked to (a rolling restart, a scale-down, a node
+	// drain) before it is killed. A stopping broker first hands its partition leaderships to
+	// the other brokers (up to 15 s), then finishes its requests and closes its logs (up to
+	// 10 s). Unset: 45.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=3600
+	// +optional
+	TerminationGracePeriodSeconds *int64 `json:"terminationGracePeriodSeconds,omitempty"`
 }
 
 // DisruptionSpec configures the PodDisruptionBudget of the broker pods.
@@ -284,13 +300,42 @@ type BrokerClusterStatus struct {
 	// +optional
 	Version string `json:"version,omitempty"`
 
-	// Latest observations: Ready, Available, Progressing, Degraded.
+	// The scale-down in progress, while spec.replicas is below the pods that exist: the brokers
+	// that go are drained and removed from the cluster before the StatefulSet shrinks. Unset
+	// when no broker is being drained.
+	// +optional
+	Drain *DrainStatus `json:"drain,omitempty"`
+
+	// Latest observations: Ready, Available, Progressing, Degraded. Progressing has reason
+	// Draining while brokers are drained before a scale-down, DrainBlocked when the drain cannot
+	// go on (see status.drain.blockedReason; with Degraded=True when only a spec change can
+	// unblock it, such as a Topic whose replicationFactor exceeds the new replicas), and
+	// Rebalancing while partitions move between the brokers after a scale-up.
 	// +listType=map
 	// +listMapKey=type
 	// +patchStrategy=merge
 	// +patchMergeKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+}
+
+// DrainStatus is the progress of a scale-down.
+type DrainStatus struct {
+	// The brokers (pod names, which are their cluster member ids) being drained: their partition
+	// replicas and leaderships move to the brokers that stay. Each is removed from the cluster
+	// once it holds nothing, and the StatefulSet shrinks when all are.
+	// +listType=atomic
+	// +optional
+	Members []string `json:"members,omitempty"`
+
+	// Partition replicas the draining brokers still hold.
+	// +optional
+	ReplicasRemaining int32 `json:"replicasRemaining"`
+
+	// Why the drain does not progress: a Topic (or a topic on the brokers) that keeps more copies
+	// than the new count of brokers, or brokers that do not answer. Empty while it progresses.
+	// +optional
+	BlockedReason string `json:"blockedReason,omitempty"`
 }
 
 // BrokerCluster is a cluster of Herald brokers: a StatefulSet of `herald broker` pods with their

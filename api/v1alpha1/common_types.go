@@ -20,6 +20,10 @@ const (
 	// changed behind the operator's back; the operator corrects it and reports what it corrected.
 	// It returns to False once a later resync finds the broker in sync.
 	ConditionDrifted = "Drifted"
+	// ConditionUnderReplicated (Topic) is True when some partition of the topic has fewer in-sync
+	// copies than its replication factor (a broker is down, or a copy is catching up), False
+	// when every partition has all of them.
+	ConditionUnderReplicated = "UnderReplicated"
 )
 
 // ClusterReference names the BrokerCluster, in the same namespace, that holds an object.

@@ -27,6 +27,10 @@ type TopicSpec struct {
 	Partitions int32 `json:"partitions,omitempty"`
 
 	// Number of brokers holding a copy of each partition; at most the BrokerCluster's replicas.
+	// A publish is acknowledged once every in-sync copy has it and at least
+	// replicationFactor/2+1 copies are in sync, so 3 survives the loss of a broker without losing
+	// an acknowledged message or refusing writes; 1 keeps a single copy. While a Topic keeps
+	// more copies than a smaller spec.replicas of its BrokerCluster, the scale-down waits.
 	// Immutable.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:Minimum=1
@@ -96,12 +100,23 @@ type TopicStatus struct {
 	// +optional
 	Partitions int32 `json:"partitions,omitempty"`
 
+	// Replication factor of the topic on the brokers.
+	// +optional
+	ReplicationFactor int32 `json:"replicationFactor,omitempty"`
+
+	// Number of partitions with fewer in-sync copies than the replication factor (a broker is
+	// down or a copy is catching up); the UnderReplicated condition names them. Refreshed
+	// periodically.
+	// +optional
+	UnderReplicatedPartitions int32 `json:"underReplicatedPartitions"`
+
 	// Broker-side statistics, refreshed periodically.
 	// +optional
 	Stats *TopicStats `json:"stats,omitempty"`
 
 	// Latest observations: Ready (reason Conflict when an older Topic claims the same topicName),
-	// Drifted.
+	// Drifted, UnderReplicated (True, reason UnderReplicated, naming the partitions and their
+	// in-sync copies; False, reason FullyReplicated).
 	// +listType=map
 	// +listMapKey=type
 	// +patchStrategy=merge
@@ -119,6 +134,7 @@ type TopicStatus struct {
 // +kubebuilder:printcolumn:name="Partitions",type=integer,JSONPath=`.spec.partitions`
 // +kubebuilder:printcolumn:name="RF",type=integer,JSONPath=`.spec.replicationFactor`,description="Replication factor"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Under-Replicated",type=integer,JSONPath=`.status.underReplicatedPartitions`,priority=1,description="Partitions with fewer in-sync copies than the replication factor"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="(has(self.spec.topicName) ? self.spec.topicName : self.metadata.name) == (has(oldSelf.spec.topicName) ? oldSelf.spec.topicName : oldSelf.metadata.name)",message="spec.topicName is immutable",fieldPath=".spec.topicName"
 // +kubebuilder:validation:XValidation:rule="has(self.spec.topicName) || size(self.metadata.name) <= 249",message="metadata.name is longer than a topic name may be (249); set spec.topicName"

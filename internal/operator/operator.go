@@ -158,6 +158,7 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
+	brokers := &controllers.Brokers{Client: mgr.GetClient(), Override: o.BrokerURLOverride, Timeout: o.BrokerTimeout}
 	if err := (&controllers.BrokerClusterReconciler{
 		Client:           mgr.GetClient(),
 		APIReader:        mgr.GetAPIReader(),
@@ -166,10 +167,10 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 		ProgressDeadline: o.ProgressDeadline,
 		Now:              o.Now,
 		AfterReconcile:   o.AfterReconcile,
+		Brokers:          brokers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the BrokerCluster controller: %w", err)
 	}
-	brokers := &controllers.Brokers{Client: mgr.GetClient(), Override: o.BrokerURLOverride, Timeout: o.BrokerTimeout}
 	if err := (&controllers.TopicReconciler{
 		Client:                  mgr.GetClient(),
 		Brokers:                 brokers,
