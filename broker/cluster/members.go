@@ -154,6 +154,9 @@ func (n *Node) rpcRemove(ctx context.Context, b json.RawMessage) (any, error) {
 // graceful stop. It returns when the node leads nothing or ctx ends.
 func (n *Node) Handoff(ctx context.Context) error {
 	n.handingOff.Store(true)
+	if _, ok := n.members()[n.cfg.NodeID]; !ok || len(n.members()) < 2 {
+		return nil // removed (scale-down) or alone: nobody to hand anything to
+	}
 	if err := n.propose(ctx, &Command{Op: opSetLeaving, MemberID: n.cfg.NodeID, Draining: true}); err != nil {
 		return err
 	}

@@ -254,6 +254,10 @@ func (n *Node) Start(eng *engine.Broker) error {
 		n.wg.Add(1)
 		go n.joinLoop(len(n.cfg.Peers) > 0)
 	}
+	if len(n.cfg.Join) > 0 {
+		n.wg.Add(1)
+		go n.rejoinLoop()
+	}
 	return nil
 }
 
@@ -434,6 +438,44 @@ func (n *Node) joinLoop(mayFound bool) {
 		case <-n.stop:
 			return
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// rejoinLoop covers a member that was removed (scale-down) and comes back with its old Raft
+// state: it never hears from a leader again, so after a while without one it asks to join like
+// a new member.
+func (n *Node) rejoinLoop() {
+	defer n.wg.Done()
+	const alone = 10 * time.Second
+	lastLeader := time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-tick.C:
+		}
+		if addr, _ := n.leaderAddr(); addr != "" {
+			lastLeader = time.Now()
+			continue
+		}
+		if time.Since(lastLeader) < alone {
+			continue
+		}
+		for _, addr := range n.cfg.Join {
+			if addr == n.cfg.Advertise {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			err := n.callAddr(ctx, addr, "join", map[string]string{"id": n.cfg.NodeID, "address": n.cfg.Advertise}, nil)
+			cancel()
+			if err == nil {
+				n.log.Info("asked to join again after a long time without a leader", "via", addr)
+				lastLeader = time.Now()
+				break
+			}
 		}
 	}
 }
