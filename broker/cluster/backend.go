@@ -22,12 +22,32 @@ import (
 
 const adminTimeout = 15 * time.Second
 
+// errCatchingUp answers public requests while a (re)started node replays the metadata: until
+// then an existing topic would look absent (a 404 the client would not retry).
+var errCatchingUp = api.Unavailable("this broker is catching up on the cluster's metadata; retry")
+
+// current returns errCatchingUp until the metadata is current (see caughtUp).
+func (n *Node) current() error {
+	if n.metaCurrent.Load() {
+		return nil
+	}
+	n.triggerReconcile()
+	return errCatchingUp
+}
+
 // Append implements engine.Replicator: it stores recs in the partition wherever its leader
 // is, retrying across a leader change, and writes the offsets back.
 func (n *Node) Append(topic string, p int, recs []store.Record) error {
 	deadline := time.Now().Add(n.cfg.CommitTimeout)
 	var last error = errNotLeader
 	for {
+		if err := n.current(); err != nil {
+			if time.Now().After(deadline) || n.stopping() {
+				return err
+			}
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
 		leader, inc, ok := n.partitionLeader(topic, p)
 		if !ok {
 			return api.NotFound("topic", "topic %q has no partition %d", topic, p)
@@ -107,6 +127,9 @@ type adminResponse struct {
 
 // admin runs an admin request on the controller and waits until this node applied it.
 func (n *Node) admin(req adminRequest) (*adminResponse, error) {
+	if err := n.current(); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
 	var resp *adminResponse
@@ -443,6 +466,9 @@ func mergeSub(base api.Subscription, views []*statsResponse) api.Subscription {
 
 // GetTopic returns a topic with cluster-wide stats.
 func (n *Node) GetTopic(name string) (api.Topic, error) {
+	if err := n.current(); err != nil {
+		return api.Topic{}, err
+	}
 	var t *TopicState
 	n.fsm.read(func(s *State) {
 		if x := s.Topics[name]; x != nil {
@@ -473,6 +499,9 @@ func (n *Node) ListTopics() []api.Topic {
 
 // GetSubscription returns a subscription with cluster-wide stats.
 func (n *Node) GetSubscription(name string) (api.Subscription, error) {
+	if err := n.current(); err != nil {
+		return api.Subscription{}, err
+	}
 	var s *SubState
 	n.fsm.read(func(st *State) {
 		if x := st.Subscriptions[name]; x != nil {
@@ -513,6 +542,9 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // Publish publishes through the engine, which routes each partition's batch to its leader.
 func (n *Node) Publish(topic string, msgs []api.PublishMessage) ([]api.PublishResult, error) {
+	if err := n.current(); err != nil {
+		return nil, err
+	}
 	return n.eng.Publish(topic, msgs)
 }
 
@@ -563,6 +595,9 @@ func (n *Node) rpcPull(ctx context.Context, b json.RawMessage) (any, error) {
 // Pull leases messages from every partition leader of the subscription: first without
 // waiting, member by member, then (if none) a long poll on all of them at once.
 func (n *Node) Pull(ctx context.Context, sub string, o engine.PullOptions) ([]api.Message, error) {
+	if err := n.current(); err != nil {
+		return nil, err
+	}
 	if _, e := validateName(sub); e != nil {
 		e.Field = "subscription"
 		return nil, e
@@ -714,6 +749,9 @@ func (n *Node) rpcVisibility(ctx context.Context, b json.RawMessage) (any, error
 
 // Ack acks handles at their partitions' leaders.
 func (n *Node) Ack(sub string, handles []string) (api.AckResponse, error) {
+	if err := n.current(); err != nil {
+		return api.AckResponse{}, err
+	}
 	if len(handles) == 0 {
 		return n.eng.Ack(sub, handles)
 	}
@@ -742,6 +780,9 @@ func (n *Node) Ack(sub string, handles []string) (api.AckResponse, error) {
 
 // Nack returns handles to their partitions' leaders for redelivery.
 func (n *Node) Nack(sub string, handles []string, delay time.Duration) (api.NackResponse, error) {
+	if err := n.current(); err != nil {
+		return api.NackResponse{}, err
+	}
 	if len(handles) == 0 {
 		return n.eng.Nack(sub, handles, delay)
 	}
@@ -770,6 +811,9 @@ func (n *Node) Nack(sub string, handles []string, delay time.Duration) (api.Nack
 
 // ModifyVisibility changes a lease at its partition's leader.
 func (n *Node) ModifyVisibility(sub, handle string, vis time.Duration) (string, error) {
+	if err := n.current(); err != nil {
+		return "", err
+	}
 	groups, err := n.byLeader(sub, []string{handle})
 	if err != nil {
 		return "", err
@@ -801,6 +845,9 @@ func (n *Node) rpcPeek(ctx context.Context, b json.RawMessage) (any, error) {
 
 // Peek gathers what every partition leader would deliver now.
 func (n *Node) Peek(sub string, max int) ([]api.Message, error) {
+	if err := n.current(); err != nil {
+		return nil, err
+	}
 	leaders, err := n.subLeaders(sub)
 	if err != nil {
 		return nil, err
