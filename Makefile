@@ -78,7 +78,7 @@ unit: ## Go tests that need no control plane.
 
 .PHONY: e2e
 e2e: helm ## End-to-end suite (test/e2e; `make test` runs it too): local cluster, helm install, brokers, push, crash, roll, uninstall.
-	HELM=$(HELM) KUBEBUILDER_ASSETS=$$(hack/build-control-plane.sh) $(GO) test -count=1 -timeout 10m -v ./test/e2e/
+	HELM=$(HELM) KUBEBUILDER_ASSETS=$$(hack/build-control-plane.sh) $(GO) test -count=1 -timeout 25m -v ./test/e2e/
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.

@@ -6,6 +6,7 @@
 // receive pushes on an HTTP server of this test process; read the printer columns; SIGKILL the
 // broker mid-traffic and check nothing acknowledged is lost; change the config and watch the pods
 // roll; re-apply (no changes); delete the namespace and uninstall the chart (nothing left).
+// chaos_test.go kills the brokers of a replicated BrokerCluster under load (issue 7).
 //
 // Needs KUBEBUILDER_ASSETS (hack/build-control-plane.sh: etcd, kube-apiserver,
 // kube-controller-manager, kubectl) and HELM (the helm binary); `make test` and `make e2e` set
@@ -120,12 +121,15 @@ func within(timeout time.Duration, cond func() error) error {
 }
 
 // start builds herald, starts the control plane and the pod runner, and registers their cleanup.
-func start(t *testing.T) *env {
+func start(t *testing.T) *env { return startWithin(t, 6*time.Minute) }
+
+// startWithin is start with the time the whole test may take (e.ctx's deadline).
+func startWithin(t *testing.T, budget time.Duration) *env {
 	assets, helm := os.Getenv("KUBEBUILDER_ASSETS"), os.Getenv("HELM")
 	if assets == "" || helm == "" {
 		t.Skip("KUBEBUILDER_ASSETS or HELM unset: run `make e2e` (or `make test`), which set both")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), budget)
 	t.Cleanup(cancel)
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "herald")
