@@ -212,7 +212,10 @@ func (n *Node) serveFetch(ctx context.Context, req *fetchRequest) []fetchResult 
 			for _, rec := range res.Records {
 				budget -= len(rec.Data) + 64
 			}
-			if res.Code != fetchOK || len(res.Records) > 0 || res.HW != x.HW {
+			// A new high watermark alone does not end the long poll: followers need it only
+			// when they are promoted (and then recompute it), so it rides on the next answer
+			// instead of costing every follower a round trip per commit.
+			if res.Code != fetchOK || len(res.Records) > 0 {
 				idle = false
 			}
 			results[i] = res
