@@ -78,10 +78,11 @@ type progressItem struct {
 
 // progressWriter appends queued progress records, one batch per partition per round.
 type progressWriter struct {
-	n     *Node
-	mu    sync.Mutex
-	queue []*progressItem
-	wake  chan struct{}
+	n      *Node
+	mu     sync.Mutex
+	queue  []*progressItem
+	closed bool // the node stopped: nothing queued would ever be written
+	wake   chan struct{}
 }
 
 func newProgressWriter(n *Node) *progressWriter {
@@ -90,6 +91,12 @@ func newProgressWriter(n *Node) *progressWriter {
 
 func (w *progressWriter) enqueue(it *progressItem) {
 	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		it.err = errShutdown
+		close(it.done)
+		return
+	}
 	w.queue = append(w.queue, it)
 	w.mu.Unlock()
 	select {
@@ -156,6 +163,7 @@ func (w *progressWriter) failAll(err error) {
 	w.mu.Lock()
 	q := w.queue
 	w.queue = nil
+	w.closed = true
 	w.mu.Unlock()
 	for _, it := range q {
 		it.err = err
@@ -178,14 +186,17 @@ func (n *Node) applyProgressRecords(k replicaKey, recs []store.Record) error {
 		if isNotFound(err) || errors.Is(err, engine.ErrOtherEpoch) {
 			// Progress of a subscription this node has not created (or re-created) yet: retry
 			// the fetch after the reconciler catches up — unless the metadata has no such
-			// subscription any more, then the record is moot.
+			// subscription any more, then the record is moot. A subscription's epoch is the
+			// Raft index that created it: metadata that has not applied that index yet is
+			// behind (this node is catching up, after a restart say), not newer.
+			applied := n.fsm.appliedIndex()
 			var want uint32
 			n.fsm.read(func(s *State) {
 				if ss := s.Subscriptions[recs[i].Key]; ss != nil {
 					want = ss.Epoch
 				}
 			})
-			if want != epoch {
+			if want != epoch && applied >= uint64(epoch) {
 				continue
 			}
 			n.triggerReconcile()

@@ -73,6 +73,12 @@ type replica struct {
 	followers map[string]*followerState
 	changed   chan struct{} // closed and replaced when hw, role or isr change
 	isrAsk    time.Time     // last ISR change request (rate limit)
+	// pendingISR: followers this leader asked the controller to add to the ISR, until the
+	// metadata says they are in it. They count for the high watermark meanwhile: once the
+	// controller has committed the addition, any of them may be elected, so nothing may be
+	// committed without them (Kafka's "maximal ISR").
+	pendingISR map[string]bool
+	dedup      dedupIndex // leader: where recent batches went (see dedupIndex)
 }
 
 func (n *Node) openReplica(k replicaKey, incarnation uint64) (*replica, error) {
@@ -124,6 +130,26 @@ func (r *replica) logStart(kind logKind) int64 {
 	return start
 }
 
+// writtenEnd is the end of what is written to one of the logs, fsynced or not.
+func (r *replica) writtenEnd(kind logKind) int64 {
+	if kind == kindProgress {
+		return r.progress.WrittenEnd()
+	}
+	end, err := r.n.eng.PartitionWrittenEnd(r.key.topic, r.key.part)
+	if err != nil {
+		return 0
+	}
+	return end
+}
+
+// readWritten reads what is written, fsynced or not (to serve followers).
+func (r *replica) readWritten(kind logKind, from int64, max, maxBytes int) ([]store.Record, error) {
+	if kind == kindProgress {
+		return r.progress.ReadWritten(from, max, maxBytes)
+	}
+	return r.n.eng.ReadPartitionWritten(r.key.topic, r.key.part, from, max, maxBytes)
+}
+
 func (r *replica) read(kind logKind, from int64, max, maxBytes int) ([]store.Record, error) {
 	if kind == kindProgress {
 		return r.progress.Read(from, max, maxBytes)
@@ -169,6 +195,11 @@ func (r *replica) setRole(p *PartitionState) error {
 	r.replicas, r.isr, r.leaderID = slices.Clone(p.Replicas), slices.Clone(p.ISR), p.Leader
 	if same {
 		if want == roleLeader {
+			for id := range r.pendingISR {
+				if slices.Contains(r.isr, id) || !slices.Contains(r.replicas, id) {
+					delete(r.pendingISR, id) // in the ISR now, or moved away
+				}
+			}
 			r.advanceHWLocked()
 		}
 		r.signalLocked()
@@ -186,6 +217,8 @@ func (r *replica) setRole(p *PartitionState) error {
 	r.mu.Lock()
 	r.role, r.epoch = want, p.Epoch
 	r.followers = map[string]*followerState{}
+	r.pendingISR = nil
+	r.dedup = dedupIndex{}
 	r.signalLocked()
 	r.mu.Unlock()
 	return nil
@@ -202,10 +235,13 @@ func (r *replica) becomeLeader(epoch uint64) error {
 			return err
 		}
 	}
+	tail := r.tailIDs()
 	r.mu.Lock()
 	r.role, r.epoch = roleLeader, epoch
 	r.followers = map[string]*followerState{}
+	r.pendingISR = nil
 	now := time.Now()
+	r.dedup = dedupIndex{tail: tail, tailUntil: now.Add(2 * r.n.cfg.CommitTimeout)}
 	for _, id := range r.isr {
 		if id != r.n.cfg.NodeID {
 			// Unknown until it fetches; a grace period before the ISR check may drop it.
@@ -241,6 +277,11 @@ func (r *replica) advanceHWLocked() {
 			}
 			hw = min(hw, f.leo[kind])
 		}
+		for id := range r.pendingISR {
+			if f := r.followers[id]; f != nil && !slices.Contains(r.isr, id) && slices.Contains(r.replicas, id) {
+				hw = min(hw, f.leo[kind])
+			}
+		}
 		if hw > r.hw[kind] {
 			r.hw[kind] = hw
 			if logKind(kind) == kindData {
@@ -261,12 +302,18 @@ func (r *replica) appendLeader(kind logKind, recs []store.Record) (int64, error)
 		return 0, errNotLeader
 	}
 	epoch := r.epoch
-	if len(r.isr) < minISR(len(r.replicas)) {
-		isr := len(r.isr)
+	if isr, reps := len(r.isr), len(r.replicas); isr < minISR(reps) {
 		r.mu.Unlock()
-		return 0, api.Unavailable("%s", fmt.Sprintf("partition %s has %d in-sync replicas of %d; a write needs %d", r.key, isr, len(r.replicas), minISR(len(r.replicas))))
+		return 0, api.Unavailable("%s", fmt.Sprintf("partition %s has %d in-sync replicas of %d; a write needs %d", r.key, isr, reps, minISR(reps)))
 	}
 	r.mu.Unlock()
+	if kind == kindData {
+		if base, ok := r.stored(recs); ok {
+			// A batch sent again by a broker that lost the answer: it is here already.
+			r.n.log.Info("batch sent again is stored already", "partition", r.key.String(), "base", base, "records", len(recs))
+			return base, r.waitCommitted(kind, base+int64(len(recs)), epoch)
+		}
+	}
 	var base int64
 	var err error
 	if kind == kindProgress {
@@ -279,6 +326,9 @@ func (r *replica) appendLeader(kind logKind, recs []store.Record) (int64, error)
 	}
 	end := base + int64(len(recs))
 	r.mu.Lock()
+	if kind == kindData && len(recs) > 0 && r.epoch == epoch {
+		r.dedup.add(recs[0].ID, base)
+	}
 	r.advanceHWLocked()
 	r.n.bump()
 	r.mu.Unlock()
@@ -321,7 +371,9 @@ func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchR
 		return fetchResult{Code: fetchNotLeader}
 	}
 	kind := x.Kind
-	end := r.logEnd(kind)
+	// Followers get what is written, fsynced or not: their copy and fsync overlap the
+	// leader's own fsync. The high watermark still counts only the leader's fsynced end.
+	end := r.writtenEnd(kind)
 	start := r.logStart(kind)
 	if x.Offset < start {
 		r.mu.Unlock()
@@ -342,12 +394,12 @@ func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchR
 	now := time.Now()
 	f.leo[kind] = x.Offset
 	f.lastFetch = now
-	if end := r.logEnd(kind); x.Offset >= end {
+	if x.Offset >= end {
 		f.caught[kind] = now
 	} else if !f.prevTime[kind].IsZero() && x.Offset >= f.prevEnd[kind] {
 		f.caught[kind] = f.prevTime[kind]
 	}
-	f.prevEnd[kind], f.prevTime[kind] = r.logEnd(kind), now
+	f.prevEnd[kind], f.prevTime[kind] = end, now
 	c := f.caught[kindData]
 	if f.caught[kindProgress].Before(c) {
 		c = f.caught[kindProgress]
@@ -358,13 +410,19 @@ func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchR
 	r.advanceHWLocked()
 	hw := r.hw[kind]
 	needISR := !slices.Contains(r.isr, follower) && f.leo[kindData] >= r.hw[kindData] && f.leo[kindProgress] >= r.hw[kindProgress] && f.leo[kindData] >= 0 && f.leo[kindProgress] >= 0
+	if needISR {
+		if r.pendingISR == nil {
+			r.pendingISR = map[string]bool{}
+		}
+		r.pendingISR[follower] = true
+	}
 	r.mu.Unlock()
 	if needISR {
 		r.n.requestISRChange(r, follower, true)
 	}
 	res := fetchResult{Code: fetchOK, HW: hw, LogStart: start}
 	if x.Offset < end {
-		recs, err := r.read(kind, x.Offset, 2000, maxBytes)
+		recs, err := r.readWritten(kind, x.Offset, 2000, maxBytes)
 		if err == nil && len(recs) > 0 {
 			res.Records = recs
 			res.Epochs = r.epochs[kind].covering(x.Offset, recs[len(recs)-1].Offset+1)
@@ -391,6 +449,13 @@ func (r *replica) checkISR(now time.Time) {
 		}
 		if now.Sub(f.caughtUp) > r.n.cfg.ReplicaLagTime || now.Sub(f.lastFetch) > r.n.cfg.FailureTimeout*2 {
 			drop = append(drop, id)
+		}
+	}
+	for id := range r.pendingISR {
+		// An addition the controller never made (the metadata would have it by now): a follower
+		// that stopped keeping up no longer holds the high watermark back.
+		if f := r.followers[id]; f == nil || now.Sub(f.caughtUp) > r.n.cfg.ReplicaLagTime || now.Sub(f.lastFetch) > r.n.cfg.FailureTimeout*2 {
+			delete(r.pendingISR, id)
 		}
 	}
 	r.mu.Unlock()
@@ -478,4 +543,109 @@ func (r *replica) roleView() (role, uint64, [2]int64) {
 
 func (r *replica) close() error {
 	return nil
+}
+
+// dedupIndex lets a leader recognize a batch it is sent again. A broker forwarding a publish
+// to the partition's leader that loses the answer (the leader died, or the connection broke)
+// sends the same batch — the same record ids — again, to the new leader or the same one; the
+// first copy may well be stored, and even committed. Storing it twice would deliver it twice
+// under one id. The leader therefore remembers where the batches it appended start (first
+// record id → offset), and, for a while after it takes over, the ids of the tail of its log
+// (the previous leader's last batches, which it replicated).
+type dedupIndex struct {
+	firsts    map[string]int64
+	ring      [dedupBatches]string
+	next      int
+	tail      map[string]int64
+	tailUntil time.Time
+}
+
+const (
+	dedupBatches  = 256     // batch starts remembered per led partition
+	dedupTailRecs = 4096    // records of the log tail indexed at a leader change
+	dedupTailSize = 4 << 20 // and at most this many bytes of them
+)
+
+func (d *dedupIndex) add(id string, base int64) {
+	if id == "" {
+		return
+	}
+	if d.firsts == nil {
+		d.firsts = make(map[string]int64, dedupBatches)
+	}
+	if _, ok := d.firsts[id]; ok {
+		return
+	}
+	if old := d.ring[d.next]; old != "" {
+		delete(d.firsts, old)
+	}
+	d.ring[d.next] = id
+	d.next = (d.next + 1) % dedupBatches
+	d.firsts[id] = base
+}
+
+func (d *dedupIndex) lookup(id string, now time.Time) (int64, bool) {
+	if off, ok := d.firsts[id]; ok {
+		return off, true
+	}
+	if d.tail != nil {
+		if now.After(d.tailUntil) {
+			d.tail = nil
+		} else if off, ok := d.tail[id]; ok {
+			return off, true
+		}
+	}
+	return 0, false
+}
+
+// tailIDs indexes the ids of the last records of the data log (newest first, within a budget).
+func (r *replica) tailIDs() map[string]int64 {
+	start, end := r.logStart(kindData), r.logEnd(kindData)
+	out := map[string]int64{}
+	size := 0
+	for to := end; to > start && len(out) < dedupTailRecs && size < dedupTailSize; {
+		from := max(start, to-256)
+		recs, err := r.read(kindData, from, int(to-from), dedupTailSize)
+		if err != nil || len(recs) == 0 {
+			break
+		}
+		for i := range recs {
+			if recs[i].Offset >= to {
+				break
+			}
+			if recs[i].ID != "" {
+				out[recs[i].ID] = recs[i].Offset
+			}
+			size += len(recs[i].Data) + len(recs[i].ID)
+		}
+		to = recs[0].Offset
+		if recs[0].Offset != from {
+			break // a read shorter than asked: no further back
+		}
+	}
+	return out
+}
+
+// stored reports whether recs (a batch sent again) are in the data log already, in order,
+// and where they start.
+func (r *replica) stored(recs []store.Record) (int64, bool) {
+	if len(recs) == 0 || recs[0].ID == "" {
+		return 0, false
+	}
+	r.mu.Lock()
+	base, ok := r.dedup.lookup(recs[0].ID, time.Now())
+	r.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	got, err := r.read(kindData, base, len(recs), 64<<20)
+	if err != nil || len(got) != len(recs) || got[0].Offset != base {
+		return 0, false
+	}
+	for i := range recs {
+		if got[i].ID != recs[i].ID {
+			return 0, false
+		}
+	}
+	return base, true
 }

@@ -30,11 +30,37 @@ type streamLayer struct {
 	tls       *tls.Config // client side; nil for plain TCP
 	// dial, when set, opens connections (the node's dialer, which knows the local cluster's
 	// hosts file); nil: a plain net.Dialer.
-	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	conns     chan net.Conn
 	closeOnce sync.Once
 	closed    chan struct{}
+
+	mu       sync.Mutex
+	accepted map[*raftConn]struct{} // handed to Raft, until its handler closes them
 }
+
+// raftConn is an accepted connection; done is closed when Raft's handler closes it (it has
+// finished with it), or when the stream layer gives up on it.
+type raftConn struct {
+	net.Conn
+	l    *streamLayer
+	once sync.Once
+	done chan struct{}
+}
+
+func (c *raftConn) Close() error {
+	c.once.Do(func() {
+		close(c.done)
+		c.l.mu.Lock()
+		delete(c.l.accepted, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// closeWait bounds how long Close waits for Raft's handlers of accepted connections to finish
+// the request they are processing.
+const closeWait = 250 * time.Millisecond
 
 func newStreamLayer(advertise string, tlsConfig *tls.Config) (*streamLayer, error) {
 	addr, err := net.ResolveTCPAddr("tcp", advertise)
@@ -43,7 +69,7 @@ func newStreamLayer(advertise string, tlsConfig *tls.Config) (*streamLayer, erro
 		// still a fine address to advertise.
 		addr = nil
 	}
-	l := &streamLayer{tls: tlsConfig, conns: make(chan net.Conn), closed: make(chan struct{})}
+	l := &streamLayer{tls: tlsConfig, conns: make(chan net.Conn), closed: make(chan struct{}), accepted: map[*raftConn]struct{}{}}
 	if addr != nil {
 		l.advertise = addr
 	} else {
@@ -67,19 +93,37 @@ func (l *streamLayer) Accept() (net.Conn, error) {
 	}
 }
 
-// Close implements net.Listener.
+// Close implements net.Listener. It also closes the connections Raft accepted and waits (a
+// little) for their handlers to finish the request at hand: the node closes Raft's stores
+// next, and hashicorp/raft's handler of a heartbeat that arrived just before the shutdown would
+// still save the term in them — and panic, the store being closed.
 func (l *streamLayer) Close() error {
-	l.closeOnce.Do(func() { close(l.closed) })
+	l.closeOnce.Do(func() {
+		close(l.closed)
+		l.mu.Lock()
+		var open []*raftConn
+		for c := range l.accepted {
+			open = append(open, c)
+		}
+		l.mu.Unlock()
+		for _, c := range open {
+			c.Conn.Close() // the handler's next read or write fails: it returns and closes c
+		}
+		deadline := time.NewTimer(closeWait)
+		defer deadline.Stop()
+		for _, c := range open {
+			select {
+			case <-c.done:
+			case <-deadline.C:
+				return // a handler waiting for the (stopped) Raft loop: it touches no store
+			}
+		}
+	})
 	return nil
 }
 
 // Addr implements net.Listener: the address peers reach this node at.
 func (l *streamLayer) Addr() net.Addr { return l.advertise }
-
-// dialHook, when set, opens every Raft connection instead of a net.Dialer (from is the dialing
-// node's advertised address). Only tests set it, before any node starts: they use it to cut the
-// network between nodes (cluster_test.go).
-var dialHook func(ctx context.Context, from, network, address string) (net.Conn, error)
 
 // Dial implements raft.StreamLayer.
 func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
@@ -87,22 +131,6 @@ func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (n
 	var conn net.Conn
 	var err error
 	switch {
-	case dialHook != nil:
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		conn, err = dialHook(ctx, l.advertise.String(), "tcp", string(address))
-		cancel()
-		if err == nil && l.tls != nil {
-			cfg := l.tls.Clone()
-			if cfg.ServerName == "" {
-				cfg.ServerName, _, _ = net.SplitHostPort(string(address))
-			}
-			tc := tls.Client(conn, cfg)
-			tc.SetDeadline(time.Now().Add(timeout))
-			if err = tc.Handshake(); err != nil {
-				conn.Close()
-			}
-			conn = tc
-		}
 	case l.dial != nil:
 		// Through the node's dialer: the local cluster's hosts file resolves peers' names.
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -188,11 +216,22 @@ func (l *streamLayer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if brw.Reader.Buffered() > 0 {
 		c = &bufferedConn{Conn: conn, r: brw.Reader}
 	}
+	rc := &raftConn{Conn: c, l: l, done: make(chan struct{})}
+	l.mu.Lock()
 	select {
-	case l.conns <- c:
 	case <-l.closed:
+		l.mu.Unlock()
 		conn.Close()
+		return
+	default:
+	}
+	l.accepted[rc] = struct{}{}
+	l.mu.Unlock()
+	select {
+	case l.conns <- rc:
+	case <-l.closed:
+		rc.Close()
 	case <-time.After(10 * time.Second):
-		conn.Close()
+		rc.Close()
 	}
 }
