@@ -78,6 +78,11 @@ func (n *Node) Append(topic string, p int, recs []store.Record) error {
 		}
 		last = err
 		if !retryable(err) || time.Now().After(deadline) || n.stopping() {
+			var ae *api.Error
+			if !errors.As(last, &ae) {
+				// Always an API error: a transport failure is a 503 the client retries.
+				last = api.Unavailable("partition %s/%d: %v", topic, p, last)
+			}
 			return last
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -153,6 +153,7 @@ func (n *Node) requestISRChange(r *replica, follower string, add bool) {
 	}
 	r.isrAsk = time.Now()
 	isr := slices.Clone(r.isr)
+	from := slices.Clone(r.isr)
 	epoch := r.epoch
 	r.mu.Unlock()
 	if add {
@@ -163,7 +164,7 @@ func (n *Node) requestISRChange(r *replica, follower string, add bool) {
 	} else {
 		isr = slices.DeleteFunc(isr, func(id string) bool { return id == follower })
 	}
-	cmd := &Command{Op: opSetISR, Topic: r.key.topic, Partition: r.key.part, IfEpoch: epoch, ISR: isr}
+	cmd := &Command{Op: opSetISR, Topic: r.key.topic, Partition: r.key.part, IfEpoch: epoch, IfISR: from, ISR: isr}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

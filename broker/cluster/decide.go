@@ -167,7 +167,7 @@ func (v *ctlView) decide(t *TopicState, part int, p *PartitionState) *Command {
 		}
 	}
 	if len(isr) != len(p.ISR) {
-		return &Command{Op: opSetISR, Topic: t.Name, Partition: part, IfEpoch: p.Epoch, ISR: isr}
+		return &Command{Op: opSetISR, Topic: t.Name, Partition: part, IfEpoch: p.Epoch, IfISR: p.ISR, ISR: isr}
 	}
 	if cmd := v.reassign(t, part, p); cmd != nil {
 		return cmd

@@ -91,10 +91,13 @@ type Command struct {
 	Placement []*PartitionState `json:"placement,omitempty"`
 	Partition int               `json:"partition,omitempty"`
 	// Elect/setISR/reassign apply only if the partition is still at this epoch (fencing).
-	IfEpoch uint64    `json:"ifEpoch,omitempty"`
-	Leader  string    `json:"leader,omitempty"`
-	ISR     []string  `json:"isr,omitempty"`
-	Now     time.Time `json:"now,omitempty"`
+	IfEpoch uint64 `json:"ifEpoch,omitempty"`
+	// IfISR (setISR): the ISR the request was computed from; refused if it changed meanwhile,
+	// so a late request cannot undo a newer decision.
+	IfISR  []string  `json:"ifISR,omitempty"`
+	Leader string    `json:"leader,omitempty"`
+	ISR    []string  `json:"isr,omitempty"`
+	Now    time.Time `json:"now,omitempty"`
 }
 
 // Command ops.
@@ -284,6 +287,9 @@ func apply(s *State, c *Command, index uint64) applyResult {
 			}
 			p.Leader, p.ISR, p.Epoch = c.Leader, slices.Clone(c.ISR), p.Epoch+1
 		case opSetISR:
+			if c.IfISR != nil && !sameSet(c.IfISR, p.ISR) {
+				return applyResult{err: errStaleEpoch}
+			}
 			if p.Leader != "" && !slices.Contains(c.ISR, p.Leader) {
 				return applyResult{err: fmt.Errorf("cluster: ISR %v without the leader %q", c.ISR, p.Leader)}
 			}
@@ -324,8 +330,8 @@ func clonePlacements(ps []*PartitionState) []*PartitionState {
 
 // Snapshot implements raft.FSM.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	st, _ := f.snapshotState()
-	b, err := json.Marshal(st)
+	st, index := f.snapshotState()
+	b, err := json.Marshal(snapshotFile{State: st, Index: index})
 	if err != nil {
 		return nil, err
 	}
@@ -335,17 +341,33 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // Restore implements raft.FSM.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	st := newState()
-	if err := json.NewDecoder(rc).Decode(st); err != nil {
-		return fmt.Errorf("cluster: restore snapshot: %w", err)
+	var sf snapshotFile
+	if err := json.NewDecoder(rc).Decode(&sf); err != nil || sf.State == nil {
+		return fmt.Errorf("cluster: restore snapshot: %v", err)
+	}
+	if sf.State.Members == nil {
+		sf.State.Members = map[string]*Member{}
+	}
+	if sf.State.Topics == nil {
+		sf.State.Topics = map[string]*TopicState{}
+	}
+	if sf.State.Subscriptions == nil {
+		sf.State.Subscriptions = map[string]*SubState{}
 	}
 	f.mu.Lock()
-	f.state = st
+	f.state = sf.State
+	f.index = sf.Index
 	f.mu.Unlock()
 	if f.changed != nil {
 		f.changed()
 	}
 	return nil
+}
+
+// snapshotFile is the snapshot's content: the state and the index it includes.
+type snapshotFile struct {
+	State *State `json:"state"`
+	Index uint64 `json:"index"`
 }
 
 type fsmSnapshot []byte
@@ -368,4 +390,16 @@ func (s *State) memberIDs() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -174,7 +175,8 @@ func (n *Node) rpcs() map[string]rpcHandler {
 			if err := n.raft.Barrier(5 * time.Second).Error(); err != nil {
 				return nil, mapRaftErr(err)
 			}
-			return map[string]uint64{"index": n.raft.AppliedIndex()}, nil
+			// The last command the state machine applied: what a follower must have applied.
+			return map[string]uint64{"index": n.fsm.appliedIndex()}, nil
 		},
 		"admin":      n.rpcAdmin,
 		"pull":       n.rpcPull,
@@ -288,12 +290,17 @@ func (n *Node) forwardAppend(ctx context.Context, addr string, req *appendReques
 	hr.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := n.client.Do(hr)
 	if err != nil {
-		return 0, errUnreachable{err}
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return 0, errUnreachable{err} // never reached the leader: safe to send again
+		}
+		// It may have been stored: the client decides whether to publish again.
+		return 0, api.Unavailable("the partition's leader %s did not answer: %v; the messages may or may not be stored", addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, errUnreachable{err}
+		return 0, api.Unavailable("the partition's leader %s did not finish its answer: %v; the messages may or may not be stored", addr, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var eb api.ErrorBody

@@ -129,6 +129,7 @@ type Node struct {
 	// the controller's commit index when first asked, and whether both were reached.
 	startIndex   uint64
 	commitTarget uint64
+	commitAsked  bool
 	metaCurrent  atomic.Bool
 	clearing     atomic.Bool
 
@@ -225,9 +226,7 @@ func (n *Node) Start(eng *engine.Broker) error {
 	if err != nil {
 		return err
 	}
-	if last, err := logs.LastIndex(); err == nil {
-		n.startIndex = last
-	}
+	n.startIndex = lastCommandIndex(logs)
 	r, err := raft.NewRaft(rc, n.fsm, logs, stable, snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("cluster: start raft: %w", err)
@@ -478,6 +477,24 @@ func (n *Node) rejoinLoop() {
 			}
 		}
 	}
+}
+
+// lastCommandIndex is the index of the last metadata command in the Raft log on disk (0 if
+// none is left after compaction: the snapshot then holds them all). Configuration and no-op
+// entries do not reach the state machine, so they cannot be waited for.
+func lastCommandIndex(logs raft.LogStore) uint64 {
+	first, err1 := logs.FirstIndex()
+	last, err2 := logs.LastIndex()
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	for i := last; i >= first && i > 0 && last-i < 4096; i-- {
+		var l raft.Log
+		if logs.GetLog(i, &l) == nil && l.Type == raft.LogCommand {
+			return i
+		}
+	}
+	return 0
 }
 
 func mapRaftErr(err error) error {

@@ -84,7 +84,7 @@ func (n *Node) caughtUp() bool {
 	if n.metaCurrent.Load() {
 		return true
 	}
-	if n.raft == nil || n.raft.AppliedIndex() < n.startIndex {
+	if n.raft == nil || n.fsm.appliedIndex() < n.startIndex {
 		return false
 	}
 	if n.isLeader() {
@@ -98,7 +98,7 @@ func (n *Node) caughtUp() bool {
 	if addr, _ := n.leaderAddr(); addr == "" {
 		return false
 	}
-	if n.commitTarget == 0 {
+	if !n.commitAsked {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var out struct {
 			Index uint64 `json:"index"`
@@ -108,9 +108,9 @@ func (n *Node) caughtUp() bool {
 		if err != nil {
 			return false
 		}
-		n.commitTarget = max(out.Index, 1)
+		n.commitTarget, n.commitAsked = out.Index, true
 	}
-	if n.raft.AppliedIndex() < n.commitTarget {
+	if n.fsm.appliedIndex() < n.commitTarget {
 		return false
 	}
 	n.metaCurrent.Store(true)
