@@ -377,18 +377,6 @@ func (c *tcluster) index(id string) int {
 	return -1
 }
 
-// knownBug reports a failure caused by a bug in code this suite's author does not own, already
-// reported to its owner (see the comment where it is called): the test is skipped, unless
-// HERALD_TEST_KNOWN_BUGS is set (to check a fix), when it fails.
-func knownBug(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("HERALD_TEST_KNOWN_BUGS") != "" {
-		t.Errorf("KNOWN BUG: "+format, args...)
-		return
-	}
-	t.Skipf("KNOWN BUG (reported, HERALD_TEST_KNOWN_BUGS=1 runs it): "+format, args...)
-}
-
 // ---- waiting -------------------------------------------------------------------------------
 
 // waitFor polls cond until it holds or the deadline passes (then the test fails with cond's
