@@ -594,6 +594,12 @@ func (n *Node) rpcPull(ctx context.Context, b json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ctx.Err() != nil && len(msgs) > 0 {
+		// The asking broker called this poll off (another answered first): give the leases
+		// back now rather than after their visibility timeout.
+		n.nackAll(req.Sub, msgs)
+		return nil, ctx.Err()
+	}
 	return msgs, nil
 }
 
@@ -668,27 +674,38 @@ func (n *Node) Pull(ctx context.Context, sub string, o engine.PullOptions) ([]ap
 		}()
 	}
 	var got []api.Message
-	for range leaders {
+	remaining := len(leaders)
+	for remaining > 0 && got == nil {
 		a := <-ch
-		if len(a.msgs) == 0 {
-			continue
-		}
-		if got == nil {
+		remaining--
+		if len(a.msgs) > 0 {
 			got = a.msgs
-			cancel()
-			continue
 		}
-		// A late answer: give its leases back.
-		hs := make([]string, len(a.msgs))
-		for i, m := range a.msgs {
-			hs[i] = m.ReceiptHandle
-		}
-		go n.Nack(sub, hs, 0)
 	}
+	cancel()
+	// Answers still coming (leases made just before the call-off) go back at once.
+	go func() {
+		for ; remaining > 0; remaining-- {
+			if a := <-ch; len(a.msgs) > 0 {
+				n.nackAll(sub, a.msgs)
+			}
+		}
+	}()
 	if got == nil {
 		got = []api.Message{}
 	}
 	return got, nil
+}
+
+// nackAll returns leased messages for immediate redelivery.
+func (n *Node) nackAll(sub string, msgs []api.Message) {
+	hs := make([]string, len(msgs))
+	for i, m := range msgs {
+		hs[i] = m.ReceiptHandle
+	}
+	if _, err := n.Nack(sub, hs, 0); err != nil {
+		n.log.Debug("give back leases of a called-off poll", "subscription", sub, "err", err)
+	}
 }
 
 type handlesRequest struct {

@@ -221,9 +221,12 @@ func (v *ctlView) reassign(t *TopicState, part int, p *PartitionState) *Command 
 		if victim == "" {
 			return nil
 		}
+		// Live in-sync copies on draining members still count: a partition with copies on two
+		// draining members drops them one at a time (it gets one new copy per step).
 		inSync := 0
 		for _, id := range p.ISR {
-			if id != victim && !v.bad(id) {
+			_, member := v.members[id]
+			if id != victim && (!v.bad(id) || (member && v.alive[id])) {
 				inSync++
 			}
 		}
