@@ -294,55 +294,25 @@ func scalePodReady(p *corev1.Pod) bool {
 	})
 }
 
-// scaleErr is a failed request to a broker; status 0 is a transport error (no answer).
-type scaleErr struct {
-	status int
-	msg    string
-}
-
-func (e *scaleErr) Error() string { return fmt.Sprintf("%d %s", e.status, e.msg) }
-
-// class is a short name of the failure: the transport error, or the status and error code.
-func (e *scaleErr) class() string {
-	if e.status == 0 {
-		switch {
-		case strings.Contains(e.msg, "refused"):
-			return "transport: connection refused"
-		case strings.Contains(e.msg, "Timeout") || strings.Contains(e.msg, "timeout"):
-			return "transport: timeout"
-		case strings.Contains(e.msg, "EOF") || strings.Contains(e.msg, "reset"):
-			return "transport: connection closed"
-		}
-		return "transport: other"
-	}
-	var body struct {
-		Error struct {
-			Code string `json:"code"`
-		} `json:"error"`
-	}
-	_ = json.Unmarshal([]byte(e.msg), &body)
-	return fmt.Sprintf("%d %s", e.status, body.Error.Code)
-}
-
 var scaleClient = &http.Client{Timeout: 25 * time.Second}
 
 // scalePost POSTs in as JSON and decodes a 200 answer into out.
-func scalePost(url string, in, out any) *scaleErr {
+func scalePost(url string, in, out any) *publishErr {
 	body, _ := json.Marshal(in)
 	resp, err := scaleClient.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
-		return &scaleErr{msg: err.Error()}
+		return &publishErr{msg: err.Error()}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return &scaleErr{msg: err.Error()}
+		return &publishErr{msg: err.Error()}
 	}
 	if resp.StatusCode != http.StatusOK {
-		return &scaleErr{status: resp.StatusCode, msg: string(b)}
+		return &publishErr{status: resp.StatusCode, msg: string(b)}
 	}
 	if err := json.Unmarshal(b, out); err != nil {
-		return &scaleErr{status: resp.StatusCode, msg: fmt.Sprintf("bad answer (%v): %s", err, b)}
+		return &publishErr{status: resp.StatusCode, msg: fmt.Sprintf("bad answer (%v): %s", err, b)}
 	}
 	return nil
 }
@@ -358,7 +328,7 @@ func newScaleFailures() scaleFailures {
 	return scaleFailures{count: map[string]int{}, pods: map[string]map[string]int{}, samples: map[string]string{}}
 }
 
-func (f scaleFailures) add(err *scaleErr, pod string, since time.Duration) {
+func (f scaleFailures) add(err *publishErr, pod string, since time.Duration) {
 	c := err.class()
 	f.count[c]++
 	if f.pods[c] == nil {
@@ -422,7 +392,7 @@ func (l *scaleLedger) produce(g int, eps *scaleEndpoints, stop <-chan struct{}) 
 			}
 			err := scalePost(base+"/v1/topics/"+scaleTopic+"/messages", map[string]any{"messages": msgs}, &res)
 			if err == nil && len(res.Results) != len(texts) {
-				err = &scaleErr{status: http.StatusOK, msg: fmt.Sprintf("%d results for %d messages", len(res.Results), len(texts))}
+				err = &publishErr{status: http.StatusOK, msg: fmt.Sprintf("%d results for %d messages", len(res.Results), len(texts))}
 			}
 			now := time.Now()
 			l.mu.Lock()
@@ -537,7 +507,7 @@ func (c *scaleConsumer) consume(g int, eps *scaleEndpoints, stop <-chan struct{}
 				c.acked += ack.Acked
 				c.invalid += len(ack.Invalid)
 			} else {
-				c.failures.add(&scaleErr{status: err.status, msg: "ack: " + err.msg}, apod, time.Since(c.start))
+				c.failures.add(&publishErr{status: err.status, msg: "ack: " + err.msg}, apod, time.Since(c.start))
 			}
 			c.mu.Unlock()
 			if err == nil {
