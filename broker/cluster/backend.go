@@ -33,6 +33,12 @@ func (n *Node) current() error {
 // Append implements engine.Replicator: it stores recs in the partition wherever its leader
 // is, retrying across a leader change, and writes the offsets back.
 func (n *Node) Append(topic string, p int, recs []store.Record) error {
+	return n.appendKind(kindData, topic, p, recs)
+}
+
+// appendKind appends recs to one of the partition's logs (data, or delayed messages) at its
+// leader.
+func (n *Node) appendKind(kind logKind, topic string, p int, recs []store.Record) error {
 	deadline := time.Now().Add(n.cfg.CommitTimeout)
 	var last error = errNotLeader
 	for {
@@ -57,12 +63,12 @@ func (n *Node) Append(topic string, p int, recs []store.Record) error {
 			if r == nil {
 				err = errNotLeader
 			} else {
-				base, err = r.appendLeader(kindData, recs)
+				base, err = r.appendLeader(kind, recs)
 			}
 		default:
 			ctx, cancel := context.WithTimeout(context.Background(), n.cfg.CommitTimeout+5*time.Second)
 			addr := n.members()[leader]
-			base, err = n.forwardAppend(ctx, addr, &appendRequest{Topic: topic, Partition: p, Incarnation: inc, Records: recs})
+			base, err = n.forwardAppend(ctx, addr, kind, &appendRequest{Topic: topic, Partition: p, Incarnation: inc, Records: recs})
 			cancel()
 		}
 		if err == nil {

@@ -95,7 +95,7 @@ func (n *Node) gatherStats(req statsRequest) []*statsResponse {
 }
 
 // mergeTopic combines members' views of one topic: each partition's stats from its leader,
-// delayed counts summed (each member keeps the delayed messages published through it).
+// delayed counts summed (each member counts those of the partitions it leads, delays.go).
 func mergeTopic(base api.Topic, views []*statsResponse) api.Topic {
 	st := &api.TopicStats{Partitions: make([]api.PartitionStats, base.Partitions)}
 	for i := range st.Partitions {

@@ -192,7 +192,7 @@ func decodeFetchRequest(b []byte) (*fetchRequest, error) {
 	r := &fetchRequest{Follower: d.s(), MaxWaitMs: d.u()}
 	n := d.n(8)
 	for k := 0; k < n && d.err == nil; k++ {
-		x := fetchEntry{Topic: d.s(), Partition: int(d.u() & 0xfffff), Kind: logKind(d.u() & 1), Incarnation: d.u(), Epoch: d.u(), Offset: d.i(), LastEpoch: d.u(), HW: d.i()}
+		x := fetchEntry{Topic: d.s(), Partition: int(d.u() & 0xfffff), Kind: logKind(d.u() % numKinds), Incarnation: d.u(), Epoch: d.u(), Offset: d.i(), LastEpoch: d.u(), HW: d.i()}
 		r.Entries = append(r.Entries, x)
 	}
 	if d.err != nil || len(d.b) != 0 {

@@ -19,17 +19,87 @@ type controller struct {
 	lastSeen map[string]time.Time
 	since    map[string]time.Time // alive without a gap since
 	leading  bool                 // was the Raft leader at the last tick
+	// Process incarnations members reported (see opRestarted), and the one each replaced:
+	// a heartbeat of the previous process still in flight must not look like one more restart.
+	reported map[string]incarnationReport
+	replaced map[string]uint64
+}
+
+// incarnationReport is what a member's heartbeats say about its process.
+type incarnationReport struct {
+	incarnation uint64
+	durable     bool
+}
+
+// heartbeatRequest is the body of the heartbeat rpc. Incarnation 0 (a caller from before
+// incarnations) only says the member is alive.
+type heartbeatRequest struct {
+	ID          string `json:"id"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
+	Durable     bool   `json:"durable,omitempty"`
 }
 
 func newController(n *Node) *controller {
-	return &controller{n: n, lastSeen: map[string]time.Time{}}
+	return &controller{n: n, lastSeen: map[string]time.Time{}, reported: map[string]incarnationReport{}, replaced: map[string]uint64{}}
 }
 
-// heartbeat records that a member is alive.
+// heartbeat records that a member is alive (a heartbeat, or a fetch from it).
 func (c *controller) heartbeat(id string) {
 	c.mu.Lock()
 	c.lastSeen[id] = time.Now()
 	c.mu.Unlock()
+}
+
+// report records a heartbeat: the member is alive, and which process of it is running.
+func (c *controller) report(h heartbeatRequest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lastSeen[h.ID] = time.Now()
+	if h.Incarnation == 0 || h.Incarnation == c.replaced[h.ID] {
+		return
+	}
+	if old, ok := c.reported[h.ID]; ok && old.incarnation != h.Incarnation {
+		c.replaced[h.ID] = old.incarnation
+	}
+	c.reported[h.ID] = incarnationReport{incarnation: h.Incarnation, durable: h.Durable}
+}
+
+// restarts records the incarnations members reported that the metadata does not have yet
+// (opRestarted: for a restarted member without fsync on every write, that also moves its
+// leaderships and takes it out of the ISRs). It runs before the partitions' decisions so that
+// they see the result, and reports whether it changed anything.
+func (c *controller) restarts(st *State, members map[string]string, alive map[string]bool) bool {
+	c.mu.Lock()
+	var cmds []*Command
+	for _, id := range sortedKeys(members) {
+		r, ok := c.reported[id]
+		if !ok {
+			continue
+		}
+		if m := st.Members[id]; m != nil && m.Incarnation == r.incarnation {
+			continue
+		}
+		cmds = append(cmds, &Command{Op: opRestarted, MemberID: id, Incarnation: r.incarnation, Durable: r.durable, Alive: sortedKeys(alive)})
+	}
+	c.mu.Unlock()
+	changed := false
+	for _, cmd := range cmds {
+		if _, err := c.n.apply(cmd); err != nil {
+			c.n.log.Warn("controller", "op", cmd.Op, "member", cmd.MemberID, "err", err)
+			continue
+		}
+		changed = true
+		prev := uint64(0)
+		if m := st.Members[cmd.MemberID]; m != nil {
+			prev = m.Incarnation
+		}
+		if prev != 0 && !cmd.Durable {
+			c.n.log.Info("member restarted without fsync on every write: out of its ISRs, its leaderships moved", "member", cmd.MemberID)
+		} else {
+			c.n.log.Debug("member incarnation recorded", "member", cmd.MemberID, "durable", cmd.Durable, "first", prev == 0)
+		}
+	}
+	return changed
 }
 
 // alive returns the members heard from within the failure timeout (this node always).
@@ -70,6 +140,10 @@ func (c *controller) run() {
 			for id := range c.n.members() {
 				c.lastSeen[id] = now
 			}
+			// Reports from an earlier term may name processes replaced since (they reported to
+			// another controller): only fresh heartbeats may say that a member restarted.
+			clear(c.reported)
+			clear(c.replaced)
 		}
 		c.mu.Unlock()
 		c.tick()
@@ -133,12 +207,13 @@ func (n *Node) heartbeatLoop() {
 			return
 		case <-tick.C:
 		}
+		hb := heartbeatRequest{ID: n.cfg.NodeID, Incarnation: n.incarnation, Durable: n.durable}
 		if n.isLeader() {
-			n.ctl.heartbeat(n.cfg.NodeID)
+			n.ctl.report(hb)
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), n.cfg.HeartbeatInterval*2)
-		_ = n.callLeader(ctx, "heartbeat", map[string]string{"id": n.cfg.NodeID}, nil)
+		_ = n.callLeader(ctx, "heartbeat", hb, nil)
 		cancel()
 	}
 }

@@ -10,6 +10,9 @@ func (c *controller) tick() {
 	members := c.n.members()
 	alive := c.alive(members)
 	st, _ := c.n.fsm.snapshotState()
+	if c.restarts(st, members, alive) {
+		st, _ = c.n.fsm.snapshotState()
+	}
 	v := &ctlView{st: st, members: members, alive: alive, now: time.Now(), since: c.aliveSince(alive),
 		preferredDelay: c.n.cfg.PreferredLeaderDelay, maxMoves: 4}
 	v.countLoads()

@@ -70,7 +70,7 @@ func (f *fetcher) entries() ([]fetchEntry, []*replica) {
 		if !mine {
 			continue
 		}
-		for _, kind := range []logKind{kindData, kindProgress} {
+		for _, kind := range kinds {
 			if x, ok := r.fetchEntry(kind); ok {
 				xs = append(xs, x)
 				rs = append(rs, r)

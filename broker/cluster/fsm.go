@@ -30,6 +30,9 @@ type Member struct {
 	Draining bool `json:"draining,omitempty"`
 	// Leaving members lead nothing (a graceful stop or restart); their replicas stay.
 	Leaving bool `json:"leaving,omitempty"`
+	// Incarnation is the random id the member's current process reported in its heartbeats
+	// (0: not reported yet). A change means the broker restarted (see opRestarted).
+	Incarnation uint64 `json:"incarnation,omitempty"`
 }
 
 // TopicState is a topic and where its partitions live.
@@ -98,6 +101,12 @@ type Command struct {
 	Leader string    `json:"leader,omitempty"`
 	ISR    []string  `json:"isr,omitempty"`
 	Now    time.Time `json:"now,omitempty"`
+	// Restarted: the member's new process incarnation, whether it fsyncs every write, and the
+	// members the controller saw alive (a hint for choosing new leaders; the state machine
+	// cannot know liveness itself, so it travels in the command to keep Apply deterministic).
+	Incarnation uint64   `json:"incarnation,omitempty"`
+	Durable     bool     `json:"durable,omitempty"`
+	Alive       []string `json:"alive,omitempty"`
 }
 
 // Command ops.
@@ -115,6 +124,9 @@ const (
 	opElect          = "elect"    // new leader (and ISR) for a partition, epoch+1
 	opSetISR         = "setISR"   // the leader changes the ISR, same epoch
 	opReassign       = "reassign" // new replica list (scale up/down); ISR trimmed to it
+	// opRestarted records a member's new process incarnation; for a member that does not fsync
+	// every write it also takes it out of every ISR and leadership it had (see applyRestarted).
+	opRestarted = "restarted"
 )
 
 // applyResult is what fsm.Apply returns to the proposer.
@@ -229,6 +241,8 @@ func apply(s *State, c *Command, index uint64) applyResult {
 		if !changed {
 			return applyResult{}
 		}
+	case opRestarted:
+		return applyRestarted(s, c)
 	case opPutTopic:
 		spec := *c.TopicSpec
 		t, ok := s.Topics[c.Topic]
@@ -316,6 +330,70 @@ func apply(s *State, c *Command, index uint64) applyResult {
 		return applyResult{err: fmt.Errorf("cluster: unknown command %q", c.Op)}
 	}
 	return applyResult{changed: true}
+}
+
+// applyRestarted records that a member runs a new process (c.Incarnation). A broker that
+// does not fsync every write (--fsync interval|never) may have lost the tail of its logs in a
+// host crash, tail that the high watermark counted as acknowledged: while it was in an ISR, the
+// other replicas relied on its copy. If it came back within the failure timeout, nothing else
+// notices (it never looked down), so here it leaves every ISR it was in, and every partition
+// it led gets another in-sync leader at a new epoch: followers then truncate to the new
+// leader's log (which has every acknowledged message), never to the restarted one's, and the
+// restarted broker rejoins the ISRs the usual way, once it has caught up. It keeps its place
+// only where it is the last in-sync replica (taking it away would leave no leader at all; the
+// election rule is never unclean). A durable member (fsync always) lost nothing acknowledged,
+// and a first report (no incarnation recorded: a new member, or one from before incarnations)
+// cannot tell a restart: both only get their incarnation recorded.
+func applyRestarted(s *State, c *Command) applyResult {
+	if c.MemberID == "" || c.Incarnation == 0 {
+		return applyResult{err: api.Invalid("member", "member id and incarnation are required")}
+	}
+	m := s.Members[c.MemberID]
+	if m == nil {
+		m = &Member{ID: c.MemberID}
+		s.Members[c.MemberID] = m
+	}
+	if m.Incarnation == c.Incarnation {
+		return applyResult{}
+	}
+	prev := m.Incarnation
+	m.Incarnation = c.Incarnation
+	if c.Durable || prev == 0 {
+		return applyResult{changed: true}
+	}
+	for _, t := range sortedTopics(s) {
+		for _, p := range t.Partitions {
+			if len(p.ISR) < 2 || !slices.Contains(p.ISR, c.MemberID) {
+				continue
+			}
+			p.ISR = slices.DeleteFunc(slices.Clone(p.ISR), func(id string) bool { return id == c.MemberID })
+			if p.Leader == c.MemberID {
+				// As opElect: a new leader from the ISR, and a new epoch.
+				p.Leader, p.Epoch = successor(s, p, c.Alive), p.Epoch+1
+			}
+		}
+	}
+	return applyResult{changed: true}
+}
+
+// successor picks a partition's next leader among its ISR (in the replicas' preferred order):
+// a live member that may lead (not draining or leaving) first, then any live one, then any.
+// alive nil means unknown: everyone counts as alive.
+func successor(s *State, p *PartitionState, alive []string) string {
+	isAlive := func(id string) bool { return alive == nil || slices.Contains(alive, id) }
+	canLead := func(id string) bool {
+		m := s.Members[id]
+		return isAlive(id) && (m == nil || (!m.Draining && !m.Leaving))
+	}
+	order := append(slices.Clone(p.Replicas), p.ISR...) // the ISR is within the replicas; just in case
+	for _, ok := range []func(string) bool{canLead, isAlive, func(string) bool { return true }} {
+		for _, id := range order {
+			if slices.Contains(p.ISR, id) && ok(id) {
+				return id
+			}
+		}
+	}
+	return ""
 }
 
 var errStaleEpoch = api.Precondition("epoch", "the partition's leader epoch changed meanwhile")

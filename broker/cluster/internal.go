@@ -109,7 +109,16 @@ func (n *Node) handleAppend(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, errNotLeader)
 		return
 	}
-	base, err := rep.appendLeader(kindData, req.Records)
+	kind := kindData
+	switch r.URL.Query().Get("log") {
+	case "":
+	case "delay":
+		kind = kindDelay
+	default:
+		writeErr(w, api.Invalid("log", "unknown log %q (want delay, or none for the data log)", r.URL.Query().Get("log")))
+		return
+	}
+	base, err := rep.appendLeader(kind, req.Records)
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -123,11 +132,12 @@ type rpcHandler func(ctx context.Context, body json.RawMessage) (any, error)
 func (n *Node) rpcs() map[string]rpcHandler {
 	return map[string]rpcHandler{
 		"heartbeat": func(ctx context.Context, b json.RawMessage) (any, error) {
-			var in struct{ ID string }
+			// Callers from before incarnations send only the id: incarnation 0 is ignored.
+			var in heartbeatRequest
 			if err := json.Unmarshal(b, &in); err != nil {
 				return nil, err
 			}
-			n.ctl.heartbeat(in.ID)
+			n.ctl.report(in)
 			return struct{}{}, nil
 		},
 		"propose": func(ctx context.Context, b json.RawMessage) (any, error) {
@@ -282,8 +292,12 @@ func isNoController(err error) bool {
 }
 
 // forwardAppend sends records to a partition's leader and returns the first offset.
-func (n *Node) forwardAppend(ctx context.Context, addr string, req *appendRequest) (int64, error) {
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, n.scheme+"://"+addr+"/v1/internal/append", bytes.NewReader(req.encode()))
+func (n *Node) forwardAppend(ctx context.Context, addr string, kind logKind, req *appendRequest) (int64, error) {
+	u := n.scheme + "://" + addr + "/v1/internal/append"
+	if kind == kindDelay {
+		u += "?log=delay"
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(req.encode()))
 	if err != nil {
 		return 0, err
 	}

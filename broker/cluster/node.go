@@ -9,7 +9,9 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,6 +126,13 @@ type Node struct {
 	ctl      *controller
 	progress *progressWriter
 
+	// incarnation identifies this process (random, never 0); heartbeats carry it so the
+	// controller can tell a restart even within the failure timeout. durable: every write is
+	// fsynced (Config.Sync is SyncAlways, the zero value), so a restart loses nothing
+	// acknowledged. See applyRestarted and fencedFromLeading.
+	incarnation uint64
+	durable     bool
+
 	handingOff atomic.Bool // Handoff started: do not clear the leaving flag
 	// Metadata catch-up after a start (see caughtUp): the last Raft index on disk at start,
 	// the controller's commit index when first asked, and whether both were reached.
@@ -153,6 +162,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.TLS != nil {
 		n.scheme = "https"
 	}
+	n.incarnation, n.durable = newIncarnation(), cfg.Sync == store.SyncAlways
 	// Peers' names resolve through the local cluster's hosts file when it has one.
 	n.dial = hostsfile.FromEnv().DialContext((&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
 	tr := &http.Transport{TLSClientConfig: cfg.TLS, MaxIdleConnsPerHost: 64, IdleConnTimeout: time.Minute, DialContext: n.dial}
@@ -171,6 +181,18 @@ func New(cfg Config) (*Node, error) {
 	n.ctl = newController(n)
 	n.progress = newProgressWriter(n)
 	return n, nil
+}
+
+// newIncarnation returns a random non-zero id for this process (0 means "unknown" in
+// heartbeats and in the metadata).
+func newIncarnation() uint64 {
+	var b [8]byte
+	for {
+		rand.Read(b[:]) // never fails (Go 1.24+: it crashes the program instead)
+		if v := binary.BigEndian.Uint64(b[:]); v != 0 {
+			return v
+		}
+	}
 }
 
 // ID is this node's id.
@@ -243,12 +265,13 @@ func (n *Node) Start(eng *engine.Broker) error {
 			return fmt.Errorf("cluster: bootstrap: %w", err)
 		}
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.reconcileLoop()
 	go n.heartbeatLoop()
 	go n.ctl.run()
 	go n.isrLoop()
 	go n.progress.run()
+	go n.delayLoop()
 	if !has && len(n.cfg.Join) > 0 {
 		n.wg.Add(1)
 		go n.joinLoop(len(n.cfg.Peers) > 0)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/heraldmq/herald/broker/api"
 	"github.com/heraldmq/herald/broker/engine"
@@ -17,6 +18,12 @@ import (
 //
 // A progress record: Key is the subscription name, Data is uvarint epoch, uvarint count, then
 // per range varint from and uvarint length (the partition is the log's).
+
+// A lease record (Tag "lease", see engine/leases.go): Key is the subscription name, Data is
+// uvarint epoch, uvarint count, then per range varint from, uvarint length, uvarint attempts,
+// varint visible-at and varint first-sent (Unix milliseconds). Lease records are not waited
+// for; a follower keeps them in memory only.
+const tagLease = "lease"
 
 func progressLogName(k replicaKey) string { return "progress/" + k.topic + "/" + strconv.Itoa(k.part) }
 
@@ -43,6 +50,51 @@ func decodeProgress(b []byte, partition int) (uint32, []engine.DoneRange, error)
 		return 0, nil, errDecode
 	}
 	return uint32(epoch), out, nil
+}
+
+func encodeLeases(epoch uint32, ranges []engine.LeaseRange) []byte {
+	e := &encoder{b: make([]byte, 0, 8+len(ranges)*24)}
+	e.u(uint64(epoch))
+	e.u(uint64(len(ranges)))
+	for _, r := range ranges {
+		e.i(r.From)
+		e.u(uint64(r.N))
+		e.u(uint64(r.Attempts))
+		e.i(r.VisibleAt.UnixMilli())
+		e.i(r.FirstSent.UnixMilli())
+	}
+	return e.b
+}
+
+func decodeLeases(b []byte, partition int) (uint32, []engine.LeaseRange, error) {
+	d := &decoder{b: b}
+	epoch := d.u()
+	n := d.n(5)
+	out := make([]engine.LeaseRange, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		r := engine.LeaseRange{Partition: partition, From: d.i(), N: int64(d.u()), Attempts: int(d.u())}
+		r.VisibleAt, r.FirstSent = time.UnixMilli(d.i()), time.UnixMilli(d.i())
+		if r.Attempts < 0 || r.N < 0 {
+			return 0, nil, errDecode
+		}
+		out = append(out, r)
+	}
+	if d.err != nil || len(d.b) != 0 || epoch > 1<<32-1 {
+		return 0, nil, errDecode
+	}
+	return uint32(epoch), out, nil
+}
+
+// Leases implements engine.Replicator: like Progress, but nobody waits for the records (a lease
+// lost with its leader only means an earlier redelivery).
+func (n *Node) Leases(sub string, epoch uint32, topic string, leases []engine.LeaseRange) {
+	byPart := map[int][]engine.LeaseRange{}
+	for _, r := range leases {
+		byPart[r.Partition] = append(byPart[r.Partition], r)
+	}
+	for p, rs := range byPart {
+		n.progress.enqueue(&progressItem{key: replicaKey{topic, p}, rec: store.Record{Key: sub, Tag: tagLease, Data: encodeLeases(epoch, rs)}, done: make(chan struct{})})
+	}
 }
 
 // Progress implements engine.Replicator. It is called with the subscription's lock held, so it
@@ -174,6 +226,10 @@ func (w *progressWriter) failAll(err error) {
 // applyProgressRecords applies fetched progress records to the local engine (follower side).
 func (n *Node) applyProgressRecords(k replicaKey, recs []store.Record) error {
 	for i := range recs {
+		if recs[i].Tag == tagLease {
+			n.applyLeaseRecord(k, &recs[i])
+			continue
+		}
 		epoch, ranges, err := decodeProgress(recs[i].Data, k.part)
 		if err != nil {
 			n.log.Warn("undecodable progress record", "partition", k.String(), "offset", recs[i].Offset)
@@ -205,4 +261,18 @@ func (n *Node) applyProgressRecords(k replicaKey, recs []store.Record) error {
 		return err
 	}
 	return nil
+}
+
+// applyLeaseRecord applies one replicated lease record. A subscription that is not here (yet)
+// or is another epoch of it just misses the lease: its messages are redelivered sooner after a
+// failover, never lost, so this never holds the progress log back the way done ranges do.
+func (n *Node) applyLeaseRecord(k replicaKey, rec *store.Record) {
+	epoch, ranges, err := decodeLeases(rec.Data, k.part)
+	if err != nil {
+		n.log.Warn("undecodable lease record", "partition", k.String(), "offset", rec.Offset)
+		return
+	}
+	if err := n.eng.ApplyLeases(rec.Key, epoch, ranges); err != nil && !isNotFound(err) && !errors.Is(err, engine.ErrOtherEpoch) {
+		n.log.Warn("apply lease record", "partition", k.String(), "subscription", rec.Key, "err", err)
+	}
 }

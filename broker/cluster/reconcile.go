@@ -49,6 +49,11 @@ func (n *Node) trimProgress(now time.Time) {
 		if _, err := r.progress.EnforceRetention(now, progressMaxAge, progressMaxBytes); err != nil {
 			n.log.Warn("progress log retention", "partition", r.key.String(), "err", err)
 		}
+		// A delay log keeps what is not moved yet; a follower that falls behind its leader's
+		// start resets to it and misses only messages moved already.
+		if _, err := r.delays.DropBefore(r.oldestDelayed()); err != nil {
+			n.log.Warn("delay log retention", "partition", r.key.String(), "err", err)
+		}
 	}
 }
 
@@ -180,6 +185,7 @@ func sortedTopics(st *State) []*TopicState {
 // syncReplicas gives every partition of every topic its role on this node.
 func (n *Node) syncReplicas(st *State) {
 	seen := map[replicaKey]bool{}
+	fenced := n.fencedFromLeading(st)
 	for _, t := range sortedTopics(st) {
 		if n.eng.TopicIncarnation(t.Name) != t.Incarnation {
 			continue // the engine could not create it (yet)
@@ -205,6 +211,12 @@ func (n *Node) syncReplicas(st *State) {
 				n.replicas[k] = r
 				n.mu.Unlock()
 			}
+			if fenced && p.Leader == n.cfg.NodeID {
+				// Not yet: lead nothing (clients get the usual retryable not-leader answer).
+				q := *p
+				q.Leader = ""
+				p = &q
+			}
 			if err := r.setRole(p); err != nil {
 				n.log.Warn("replica role", "partition", k.String(), "err", err)
 			}
@@ -223,6 +235,20 @@ func (n *Node) syncReplicas(st *State) {
 	}
 }
 
+// fencedFromLeading reports whether this node must not act as the leader of any partition
+// yet: it does not fsync every write, and the metadata does not have this process's
+// incarnation. Its logs may have lost a tail the others count on (a host crash), and until the
+// controller has recorded the restart (opRestarted, which moves its leaderships to other
+// in-sync replicas in the same step) the metadata may still name it leader at the epoch of its
+// previous process. Durable nodes lost nothing acknowledged: no fence.
+func (n *Node) fencedFromLeading(st *State) bool {
+	if n.durable {
+		return false
+	}
+	m := st.Members[n.cfg.NodeID]
+	return m == nil || m.Incarnation != n.incarnation
+}
+
 func (n *Node) dropReplica(k replicaKey) {
 	n.mu.Lock()
 	r := n.replicas[k]
@@ -238,9 +264,12 @@ func (n *Node) dropReplica(k replicaKey) {
 	if err := n.progressStore.Remove(progressLogName(k)); err != nil {
 		n.log.Warn("remove progress log", "partition", k.String(), "err", err)
 	}
+	if err := n.progressStore.Remove(delayLogName(k)); err != nil {
+		n.log.Warn("remove delay log", "partition", k.String(), "err", err)
+	}
 	// A topic re-created under this name must not inherit the old epoch history.
 	if n.cfg.DataDir != "" {
-		for kind := 0; kind < 2; kind++ {
+		for kind := 0; kind < numKinds; kind++ {
 			p := filepath.Join(n.cfg.DataDir, "epochs", k.topic, strconv.Itoa(k.part)+"."+strconv.Itoa(kind)+".json")
 			if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
 				n.log.Warn("remove epoch cache", "partition", k.String(), "err", err)

@@ -12,14 +12,20 @@ import (
 	"github.com/heraldmq/herald/broker/store"
 )
 
-// logKind names the two replicated logs of a partition: its messages, and the progress of its
-// subscriptions (done ranges, see docs/adr/0001).
+// logKind names the replicated logs of a partition: its messages, the progress of its
+// subscriptions (done ranges and leases, see docs/adr/0001), and its delayed messages
+// (delays.go).
 type logKind uint8
 
 const (
 	kindData     logKind = 0
 	kindProgress logKind = 1
+	kindDelay    logKind = 2
+	numKinds             = 3
 )
+
+// kinds lists every replicated log kind, in fetch order.
+var kinds = [numKinds]logKind{kindData, kindProgress, kindDelay}
 
 type role uint8
 
@@ -42,16 +48,25 @@ func (k replicaKey) String() string { return k.topic + "/" + strconv.Itoa(k.part
 
 // followerState is what a leader knows of one follower.
 type followerState struct {
-	leo       [2]int64  // log ends it reported (everything below is on its disk)
-	lastFetch time.Time // its last fetch
-	caughtUp  time.Time // last time it had everything the leader had (see serveFetch)
+	leo       [numKinds]int64 // log ends it reported (everything below is on its disk)
+	lastFetch time.Time       // its last fetch
+	caughtUp  time.Time       // last time it had everything the leader had (see serveFetch)
 	// The leader's log ends and the time when it last answered this follower, per log: a
 	// follower that fetches from at least there has caught up to that moment (Kafka's rule;
 	// comparing with the leader's end *now* would call a follower of a busy partition lagging
 	// for ever).
-	prevEnd  [2]int64
-	prevTime [2]time.Time
-	caught   [2]time.Time
+	prevEnd  [numKinds]int64
+	prevTime [numKinds]time.Time
+	caught   [numKinds]time.Time
+}
+
+// unknownEnds: a follower's log ends before it first fetches.
+func unknownEnds() [numKinds]int64 {
+	var e [numKinds]int64
+	for k := range e {
+		e[k] = -1
+	}
+	return e
 }
 
 // replica is this node's copy of one partition: its role and, as leader, the followers'
@@ -61,7 +76,8 @@ type replica struct {
 	key         replicaKey
 	incarnation uint64
 	progress    store.Log // the subscription-progress log
-	epochs      [2]*epochCache
+	delays      store.Log // the delayed-message log (delays.go)
+	epochs      [numKinds]*epochCache
 
 	mu        sync.Mutex
 	role      role
@@ -69,7 +85,7 @@ type replica struct {
 	leaderID  string
 	replicas  []string
 	isr       []string
-	hw        [2]int64
+	hw        [numKinds]int64
 	followers map[string]*followerState
 	changed   chan struct{} // closed and replaced when hw, role or isr change
 	isrAsk    time.Time     // last ISR change request (rate limit)
@@ -79,6 +95,7 @@ type replica struct {
 	// committed without them (Kafka's "maximal ISR").
 	pendingISR map[string]bool
 	dedup      dedupIndex // leader: where recent batches went (see dedupIndex)
+	delayed    delayIndex // the delayed messages not moved yet (delays.go)
 }
 
 func (n *Node) openReplica(k replicaKey, incarnation uint64) (*replica, error) {
@@ -86,7 +103,11 @@ func (n *Node) openReplica(k replicaKey, incarnation uint64) (*replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &replica{n: n, key: k, incarnation: incarnation, progress: pl, followers: map[string]*followerState{}, changed: make(chan struct{})}
+	dl, err := n.progressStore.Open(delayLogName(k))
+	if err != nil {
+		return nil, err
+	}
+	r := &replica{n: n, key: k, incarnation: incarnation, progress: pl, delays: dl, followers: map[string]*followerState{}, changed: make(chan struct{})}
 	for kind := range r.epochs {
 		path := ""
 		if n.cfg.DataDir != "" {
@@ -103,14 +124,30 @@ func (n *Node) openReplica(k replicaKey, incarnation uint64) (*replica, error) {
 		return nil, err
 	}
 	r.hw[kindData] = hw
-	r.hw[kindProgress] = pl.EndOffset() // replayed on open: see applyLocalProgress
+	r.hw[kindProgress] = pl.EndOffset() // applied to the engine when fetched
+	r.hw[kindDelay] = dl.EndOffset()
+	if err := r.loadDelays(); err != nil {
+		return nil, err
+	}
 	return r, nil
+}
+
+// sideLog is the store of a log kept by the cluster layer (all but the data log, which is
+// the engine's partition).
+func (r *replica) sideLog(kind logKind) store.Log {
+	switch kind {
+	case kindProgress:
+		return r.progress
+	case kindDelay:
+		return r.delays
+	}
+	return nil
 }
 
 // logEnd is the end of one of the replica's logs.
 func (r *replica) logEnd(kind logKind) int64 {
-	if kind == kindProgress {
-		return r.progress.EndOffset()
+	if l := r.sideLog(kind); l != nil {
+		return l.EndOffset()
 	}
 	_, end, _, err := r.n.eng.PartitionOffsets(r.key.topic, r.key.part)
 	if err != nil {
@@ -120,8 +157,8 @@ func (r *replica) logEnd(kind logKind) int64 {
 }
 
 func (r *replica) logStart(kind logKind) int64 {
-	if kind == kindProgress {
-		return r.progress.StartOffset()
+	if l := r.sideLog(kind); l != nil {
+		return l.StartOffset()
 	}
 	start, _, _, err := r.n.eng.PartitionOffsets(r.key.topic, r.key.part)
 	if err != nil {
@@ -132,8 +169,8 @@ func (r *replica) logStart(kind logKind) int64 {
 
 // writtenEnd is the end of what is written to one of the logs, fsynced or not.
 func (r *replica) writtenEnd(kind logKind) int64 {
-	if kind == kindProgress {
-		return r.progress.WrittenEnd()
+	if l := r.sideLog(kind); l != nil {
+		return l.WrittenEnd()
 	}
 	end, err := r.n.eng.PartitionWrittenEnd(r.key.topic, r.key.part)
 	if err != nil {
@@ -144,15 +181,15 @@ func (r *replica) writtenEnd(kind logKind) int64 {
 
 // readWritten reads what is written, fsynced or not (to serve followers).
 func (r *replica) readWritten(kind logKind, from int64, max, maxBytes int) ([]store.Record, error) {
-	if kind == kindProgress {
-		return r.progress.ReadWritten(from, max, maxBytes)
+	if l := r.sideLog(kind); l != nil {
+		return l.ReadWritten(from, max, maxBytes)
 	}
 	return r.n.eng.ReadPartitionWritten(r.key.topic, r.key.part, from, max, maxBytes)
 }
 
 func (r *replica) read(kind logKind, from int64, max, maxBytes int) ([]store.Record, error) {
-	if kind == kindProgress {
-		return r.progress.Read(from, max, maxBytes)
+	if l := r.sideLog(kind); l != nil {
+		return l.Read(from, max, maxBytes)
 	}
 	return r.n.eng.ReadPartition(r.key.topic, r.key.part, from, max, maxBytes)
 }
@@ -161,11 +198,17 @@ func (r *replica) truncate(kind logKind, off int64) error {
 	if err := r.epochs[kind].truncateTo(off); err != nil {
 		return err
 	}
-	if kind == kindProgress {
-		if off >= r.progress.EndOffset() {
+	if l := r.sideLog(kind); l != nil {
+		if off >= l.EndOffset() {
 			return nil
 		}
-		return r.progress.Truncate(off)
+		if err := l.Truncate(off); err != nil {
+			return err
+		}
+		if kind == kindDelay {
+			return r.loadDelays()
+		}
+		return nil
 	}
 	return r.n.eng.TruncatePartition(r.key.topic, r.key.part, off)
 }
@@ -245,7 +288,7 @@ func (r *replica) becomeLeader(epoch uint64) error {
 	for _, id := range r.isr {
 		if id != r.n.cfg.NodeID {
 			// Unknown until it fetches; a grace period before the ISR check may drop it.
-			r.followers[id] = &followerState{leo: [2]int64{-1, -1}, caughtUp: now, lastFetch: now}
+			r.followers[id] = &followerState{leo: unknownEnds(), caughtUp: now, lastFetch: now}
 		}
 	}
 	r.advanceHWLocked()
@@ -316,8 +359,11 @@ func (r *replica) appendLeader(kind logKind, recs []store.Record) (int64, error)
 	}
 	var base int64
 	var err error
-	if kind == kindProgress {
-		base, err = r.progress.Append(recs)
+	if l := r.sideLog(kind); l != nil {
+		base, err = l.Append(recs)
+		if err == nil && kind == kindDelay {
+			r.applyDelayRecords(base, recs)
+		}
 	} else {
 		base, err = r.n.eng.AppendLeader(r.key.topic, r.key.part, epoch, recs)
 	}
@@ -388,7 +434,7 @@ func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchR
 	}
 	f := r.followers[follower]
 	if f == nil {
-		f = &followerState{leo: [2]int64{-1, -1}}
+		f = &followerState{leo: unknownEnds()}
 		r.followers[follower] = f
 	}
 	now := time.Now()
@@ -401,15 +447,20 @@ func (r *replica) serveFetch(follower string, x fetchEntry, maxBytes int) fetchR
 	}
 	f.prevEnd[kind], f.prevTime[kind] = end, now
 	c := f.caught[kindData]
-	if f.caught[kindProgress].Before(c) {
-		c = f.caught[kindProgress]
+	for _, k := range kinds {
+		if f.caught[k].Before(c) {
+			c = f.caught[k]
+		}
 	}
 	if c.After(f.caughtUp) {
 		f.caughtUp = c
 	}
 	r.advanceHWLocked()
 	hw := r.hw[kind]
-	needISR := !slices.Contains(r.isr, follower) && f.leo[kindData] >= r.hw[kindData] && f.leo[kindProgress] >= r.hw[kindProgress] && f.leo[kindData] >= 0 && f.leo[kindProgress] >= 0
+	needISR := !slices.Contains(r.isr, follower)
+	for _, k := range kinds {
+		needISR = needISR && f.leo[k] >= r.hw[k] && f.leo[k] >= 0
+	}
 	if needISR {
 		if r.pendingISR == nil {
 			r.pendingISR = map[string]bool{}
@@ -482,8 +533,14 @@ func (r *replica) applyFetched(x fetchEntry, res fetchResult) (bool, error) {
 		if err := r.epochs[kind].truncateTo(0); err != nil {
 			return false, err
 		}
-		if kind == kindProgress {
-			return true, r.progress.Reset(res.LogStart)
+		if l := r.sideLog(kind); l != nil {
+			if err := l.Reset(res.LogStart); err != nil {
+				return false, err
+			}
+			if kind == kindDelay {
+				return true, r.loadDelays()
+			}
+			return true, nil
 		}
 		return true, r.n.eng.ResetPartition(r.key.topic, r.key.part, res.LogStart)
 	default:
@@ -498,15 +555,23 @@ func (r *replica) applyFetched(x fetchEntry, res fetchResult) (bool, error) {
 				return false, err
 			}
 		}
-		if kind == kindProgress {
+		switch kind {
+		case kindProgress:
 			if err := r.n.applyProgressRecords(r.key, res.Records); err != nil {
 				return false, err
 			}
 			if _, err := r.progress.Append(res.Records); err != nil {
 				return false, err
 			}
-		} else if err := r.n.eng.AppendReplica(r.key.topic, r.key.part, res.Records); err != nil {
-			return false, err
+		case kindDelay:
+			if _, err := r.delays.Append(res.Records); err != nil {
+				return false, err
+			}
+			r.applyDelayRecords(res.Records[0].Offset, res.Records)
+		default:
+			if err := r.n.eng.AppendReplica(r.key.topic, r.key.part, res.Records); err != nil {
+				return false, err
+			}
 		}
 	}
 	hw := min(res.HW, r.logEnd(kind))
@@ -535,7 +600,7 @@ func (r *replica) fetchEntry(kind logKind) (fetchEntry, bool) {
 }
 
 // view is the partition as GET /v1/cluster shows it.
-func (r *replica) roleView() (role, uint64, [2]int64) {
+func (r *replica) roleView() (role, uint64, [numKinds]int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.role, r.epoch, r.hw

@@ -261,6 +261,7 @@ func (s *subscription) collectLocked(max int, vis time.Duration, now time.Time) 
 		c.advanceFloor()
 	}
 	s.rr++
+	s.flushLeasesLocked()
 	pos, err := s.writeDone(done)
 	s.maybeCompactLocked()
 	if out == nil {
@@ -299,6 +300,7 @@ func (s *subscription) leaseLocked(c *cursor, e *entry, rec *store.Record, vis t
 	s.flight++
 	s.stats.Delivered++
 	s.due.add(due{at: e.visibleAt.UnixNano(), partition: c.p.index, offset: rec.Offset, gen: e.gen})
+	s.noteLeaseLocked(c.p.index, rec.Offset, e)
 	s.b.Metrics.delivered.WithLabelValues(s.name).Inc()
 	return api.Message{
 		ID:              rec.ID,
@@ -447,6 +449,7 @@ func (b *Broker) Nack(name string, handles []string, delay time.Duration) (api.N
 		s.requeueLocked(c, e, r.offset, at)
 		resp.Nacked++
 	}
+	s.flushLeasesLocked()
 	if resp.Nacked > 0 && delay == 0 {
 		s.wakeLocked()
 	}
@@ -463,6 +466,7 @@ func (s *subscription) requeueLocked(c *cursor, e *entry, off int64, at time.Tim
 	e.gen = s.gen
 	e.visibleAt = at
 	s.due.add(due{at: at.UnixNano(), partition: c.p.index, offset: off, gen: e.gen})
+	s.noteLeaseLocked(c.p.index, off, e)
 }
 
 // ModifyVisibility moves a lease's deadline to now+vis and returns the handle to use from then
@@ -487,6 +491,7 @@ func (b *Broker) ModifyVisibility(name, handle string, vis time.Duration) (strin
 	}
 	if vis == 0 {
 		s.requeueLocked(c, e, r.offset, now)
+		s.flushLeasesLocked()
 		s.wakeLocked()
 		return "", nil
 	}
@@ -494,6 +499,8 @@ func (b *Broker) ModifyVisibility(name, handle string, vis time.Duration) (strin
 	e.gen = s.gen
 	e.visibleAt = now.Add(vis)
 	s.due.add(due{at: e.visibleAt.UnixNano(), partition: c.p.index, offset: r.offset, gen: e.gen})
+	s.noteLeaseLocked(c.p.index, r.offset, e)
+	s.flushLeasesLocked()
 	return receipt{epoch: s.meta.Epoch, partition: r.partition, offset: r.offset, gen: e.gen, leaderEpoch: c.p.epoch.Load()}.encode(), nil
 }
 
@@ -610,6 +617,7 @@ func (s *subscription) sweep() {
 	if len(keep) > 0 {
 		s.wakeLocked()
 	}
+	s.flushLeasesLocked()
 	pos, err := s.writeDone(done)
 	s.mu.Unlock()
 	s.deadLetter(dead)
@@ -650,6 +658,7 @@ func (s *subscription) nextDueLocked(now time.Time) (c *cursor, e *entry, d due,
 				e.gen = s.gen
 				e.visibleAt = time.Unix(0, d.at+int64(bo))
 				s.due.add(due{at: d.at + int64(bo), partition: d.partition, offset: d.offset, gen: e.gen})
+				s.noteLeaseLocked(d.partition, d.offset, e)
 				continue
 			}
 		}

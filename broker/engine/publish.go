@@ -83,7 +83,7 @@ func (b *Broker) Publish(topicName string, msgs []api.PublishMessage) ([]api.Pub
 		slots[p] = append(slots[p], i)
 	}
 	if len(delayed) > 0 {
-		if err := b.delays.schedule(t, delayed); err != nil {
+		if err := b.scheduleDelayed(t, len(parts), delayed); err != nil {
 			return nil, err
 		}
 	}

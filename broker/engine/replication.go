@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/heraldmq/herald/broker/api"
@@ -27,6 +28,49 @@ type Replicator interface {
 	// Progress replicates done ranges of a subscription for partitions this node leads. The
 	// returned func waits until they are committed; callers that need not wait drop it.
 	Progress(sub string, epoch uint32, topic string, ranges []DoneRange) func() error
+	// Leases replicates lease changes of a subscription for partitions this node leads
+	// (leases.go); it only queues, nobody waits for them.
+	Leases(sub string, epoch uint32, topic string, leases []LeaseRange)
+}
+
+// DelayReplicator is an optional part of a Replicator: delayed messages are handed to it —
+// stored, replicated, with their partition, and moved into it when due by its leader — instead
+// of waiting in this node's delay log, which would keep them hostage to this one broker.
+type DelayReplicator interface {
+	// Delay stores recs, due at deliverAt[i], for partition p of topic, and returns once they
+	// are durable on the partition's in-sync replicas.
+	Delay(topic string, p int, recs []store.Record, deliverAt []time.Time) error
+	// DelayedCount is how many delayed messages of topic wait on partitions this node leads.
+	DelayedCount(topic string) int64
+}
+
+// scheduleDelayed stores delayed messages: in this node's delay log, or through the
+// DelayReplicator in a cluster (one call per partition, in parallel).
+func (b *Broker) scheduleDelayed(t *topic, partitions int, delayed []delayedRecord) error {
+	dr, ok := b.cfg.Replicator.(DelayReplicator)
+	if !ok {
+		return b.delays.schedule(t, delayed)
+	}
+	recs := make([][]store.Record, partitions)
+	ats := make([][]time.Time, partitions)
+	for _, d := range delayed {
+		recs[d.partition] = append(recs[d.partition], d.rec)
+		ats[d.partition] = append(ats[d.partition], d.deliverAt)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, partitions)
+	for p := range recs {
+		if len(recs[p]) == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[p] = dr.Delay(t.name, p, recs[p], ats[p])
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // DoneRange is a run of done offsets [From, From+N) of one partition of a subscription.
@@ -238,8 +282,8 @@ func (b *Broker) afterCommit(t *topic, p *partition, from, to int64) {
 
 // SetPartitionRole makes this node the partition's leader for epoch, or a follower (or not a
 // replica at all) when leader is false. Every subscription's in-memory state of the partition
-// (leases, read-ahead, ordering blocks) restarts from its journal: a new leader redelivers what
-// the old one had leased and not seen acked (at-least-once).
+// (read-ahead, ordering blocks) restarts: a new leader redelivers what the old one had leased
+// and not seen acked (at-least-once) once the replicated lease ends (leases.go).
 func (b *Broker) SetPartitionRole(topicName string, p int, leader bool, epoch uint64) error {
 	t, part, err := b.partition(topicName, p)
 	if err != nil {
@@ -267,7 +311,8 @@ func (b *Broker) PartitionRole(topicName string, p int) (leader bool, epoch uint
 }
 
 // resetPartition forgets the in-memory delivery state of partition p: pending offsets stay
-// pending (deliverable now), leases end, read-ahead and ordering blocks are dropped.
+// pending, deliverable when their lease (granted here or replicated from the old leader) or
+// nack delay ends; read-ahead and ordering blocks are dropped.
 func (s *subscription) resetPartition(p int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -282,8 +327,15 @@ func (s *subscription) resetPartition(p int) {
 			s.flight--
 		}
 		s.gen++
-		c.pending[off] = &entry{attempts: e.attempts, gen: s.gen, visibleAt: now, firstSent: e.firstSent}
-		s.due.add(due{at: now.UnixNano(), partition: p, offset: off, gen: s.gen})
+		at := now
+		if e.visibleAt.After(now) && !s.meta.Spec.Ordered {
+			// Ordered subscriptions redeliver at once instead: the ordering key of a lease
+			// replicated from the old leader is not known here, so a later message of that key
+			// could otherwise overtake it.
+			at = e.visibleAt
+		}
+		c.pending[off] = &entry{attempts: e.attempts, gen: s.gen, visibleAt: at, firstSent: e.firstSent}
+		s.due.add(due{at: at.UnixNano(), partition: p, offset: off, gen: s.gen})
 	}
 	// c.next may be past the committed end a new leader knows yet: acks replicated from the
 	// old leader refer to messages committed there, which this in-sync replica has and will

@@ -31,6 +31,8 @@ type subscription struct {
 	stats   api.SubscriptionStats // counters; Backlog and InFlight are computed
 	// replWait waits for the replication of the last done ranges written (cluster mode).
 	replWait func() error
+	// leaseLog: lease changes not yet handed to the Replicator (cluster mode, see leases.go).
+	leaseLog []LeaseRange
 	flight   int64
 	waiters  int
 	notify   chan struct{} // closed when something may have become deliverable

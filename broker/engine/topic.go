@@ -305,6 +305,9 @@ func (b *Broker) topicView(t *topic, withStats bool) api.Topic {
 			st.Partitions = append(st.Partitions, ps)
 		}
 		st.Delayed = b.delays.pendingFor(t.name)
+		if dr, ok := b.cfg.Replicator.(DelayReplicator); ok {
+			st.Delayed += dr.DelayedCount(t.name)
+		}
 		v.Stats = st
 	}
 	return v
