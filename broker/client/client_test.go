@@ -488,6 +488,11 @@ func TestEveryMethodReturnsAPIError(t *testing.T) {
 		"ModifyVisibility":   func() error { _, err := c.ModifyVisibility(ctx, "s", "h", time.Second); return err },
 		"Healthz":            func() error { return c.Healthz(ctx) },
 		"Readyz":             func() error { return c.Readyz(ctx) },
+		"Cluster":            func() error { _, err := c.Cluster(ctx); return err },
+		"ClusterMember":      func() error { _, err := c.ClusterMember(ctx, "b-0"); return err },
+		"DrainMember":        func() error { _, err := c.DrainMember(ctx, "b-0"); return err },
+		"UndrainMember":      func() error { return c.UndrainMember(ctx, "b-0") },
+		"RemoveMember":       func() error { return c.RemoveMember(ctx, "b-0") },
 	}
 	for name, call := range calls {
 		var apiErr *api.Error

@@ -741,10 +741,10 @@ func (c *tcluster) committedDone(topic string, p int, sub string) map[int64]bool
 }
 
 // getView fetches GET /v1/cluster from a node over HTTP.
-func (c *tcluster) getView(i int) (View, error) { return fetchView(c.hc, c.nodes[i].addr) }
+func (c *tcluster) getView(i int) (api.Cluster, error) { return fetchView(c.hc, c.nodes[i].addr) }
 
-func fetchView(hc *http.Client, addr string) (View, error) {
-	var v View
+func fetchView(hc *http.Client, addr string) (api.Cluster, error) {
+	var v api.Cluster
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/cluster", nil)

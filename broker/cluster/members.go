@@ -23,8 +23,8 @@ import (
 // costs producers retries at most.
 
 // memberView is a member with its placement counts.
-func (n *Node) memberView(st *State, id, addr string, ready bool) MemberView {
-	m := MemberView{ID: id, Address: addr, Ready: ready}
+func (n *Node) memberView(st *State, id, addr string, ready bool) api.ClusterMember {
+	m := api.ClusterMember{ID: id, Address: addr, Ready: ready}
 	if sm := st.Members[id]; sm != nil {
 		m.Draining, m.Leaving = sm.Draining, sm.Leaving
 	}

@@ -164,7 +164,7 @@ func TestProcessCluster(t *testing.T) {
 		}
 		return true, ""
 	})
-	view := func(p *brokerProc) (View, error) { return fetchView(hc, p.addr) }
+	view := func(p *brokerProc) (api.Cluster, error) { return fetchView(hc, p.addr) }
 	var leader string
 	waitFor(t, 20*time.Second, "a leader in sync with everyone", func() (bool, string) {
 		v, err := view(procs[0])

@@ -7,48 +7,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/heraldmq/herald/broker/api"
 )
-
-// View is GET /v1/cluster.
-type View struct {
-	// Controller is the member that is the Raft leader ("" during an election).
-	Controller string          `json:"controller"`
-	Members    []MemberView    `json:"members"`
-	Partitions []PartitionView `json:"partitions"`
-}
-
-// MemberView is one member.
-type MemberView struct {
-	ID      string `json:"id"`
-	Address string `json:"address"`
-	// Ready: the member answered its /readyz just now.
-	Ready    bool `json:"ready"`
-	Draining bool `json:"draining,omitempty"`
-	// Leaving: handing its leaderships over before it stops.
-	Leaving bool `json:"leaving,omitempty"`
-	// Replicas and Leaders count the partitions placed on it and led by it.
-	Replicas int `json:"replicas"`
-	Leaders  int `json:"leaders"`
-	// Drained: draining and holding no replica any more — safe to remove.
-	Drained bool `json:"drained,omitempty"`
-}
-
-// PartitionView is one partition's placement and replication state.
-type PartitionView struct {
-	Topic     string   `json:"topic"`
-	Partition int      `json:"partition"`
-	Leader    string   `json:"leader"`
-	Epoch     uint64   `json:"epoch"`
-	Replicas  []string `json:"replicas"`
-	InSync    []string `json:"inSync"`
-	// EndOffset and HighWatermark are the leader's; Lag is how many messages each follower
-	// is behind the leader's end (from its last fetch). Absent when the leader did not answer.
-	EndOffset     *int64           `json:"endOffset,omitempty"`
-	HighWatermark *int64           `json:"highWatermark,omitempty"`
-	Lag           map[string]int64 `json:"lag,omitempty"`
-	// UnderReplicated: fewer in-sync replicas than replicas.
-	UnderReplicated bool `json:"underReplicated"`
-}
 
 type ledPartition struct {
 	Topic     string           `json:"topic"`
@@ -83,11 +44,11 @@ func (n *Node) localLed() []ledPartition {
 }
 
 // ClusterView gathers the cluster's state from the metadata and from every member.
-func (n *Node) ClusterView(ctx context.Context) View {
+func (n *Node) ClusterView(ctx context.Context) api.Cluster {
 	st, _ := n.fsm.snapshotState()
 	members := n.members()
 	_, ctlID := n.leaderAddr()
-	v := View{Controller: ctlID, Members: []MemberView{}, Partitions: []PartitionView{}}
+	v := api.Cluster{Controller: ctlID, Members: []api.ClusterMember{}, Partitions: []api.ClusterPartition{}}
 	var mu sync.Mutex
 	led := map[replicaKey]ledPartition{}
 	ready := map[string]bool{}
@@ -122,7 +83,7 @@ func (n *Node) ClusterView(ctx context.Context) View {
 	}
 	for _, t := range sortedTopics(st) {
 		for i, p := range t.Partitions {
-			pv := PartitionView{Topic: t.Name, Partition: i, Leader: p.Leader, Epoch: p.Epoch,
+			pv := api.ClusterPartition{Topic: t.Name, Partition: i, Leader: p.Leader, Epoch: p.Epoch,
 				Replicas: append([]string{}, p.Replicas...), InSync: append([]string{}, p.ISR...),
 				UnderReplicated: len(p.ISR) < len(p.Replicas)}
 			if lp, ok := led[replicaKey{t.Name, i}]; ok {

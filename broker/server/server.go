@@ -211,29 +211,16 @@ func (s *Server) cluster(w http.ResponseWriter, r *http.Request) {
 		s.opt.Cluster(w, r)
 		return
 	}
-	type member struct {
-		ID      string `json:"id"`
-		Address string `json:"address"`
-		Ready   bool   `json:"ready"`
-	}
-	type partition struct {
-		Topic     string   `json:"topic"`
-		Partition int      `json:"partition"`
-		Leader    string   `json:"leader"`
-		Replicas  []string `json:"replicas"`
-		InSync    []string `json:"inSync"`
-	}
 	const self = "standalone"
-	out := struct {
-		Controller string      `json:"controller"`
-		Members    []member    `json:"members"`
-		Partitions []partition `json:"partitions"`
-	}{Controller: self, Members: []member{{ID: self, Address: r.Host, Ready: s.b.Ready()}}, Partitions: []partition{}}
+	out := api.Cluster{Controller: self, Partitions: []api.ClusterPartition{}}
 	for _, t := range s.b.ListTopics() {
 		for p := 0; p < t.Partitions; p++ {
-			out.Partitions = append(out.Partitions, partition{Topic: t.Name, Partition: p, Leader: self, Replicas: []string{self}, InSync: []string{self}})
+			out.Partitions = append(out.Partitions, api.ClusterPartition{Topic: t.Name, Partition: p, Leader: self,
+				Replicas: []string{self}, InSync: []string{self}})
 		}
 	}
+	n := len(out.Partitions)
+	out.Members = []api.ClusterMember{{ID: self, Address: r.Host, Ready: s.b.Ready(), Replicas: n, Leaders: n}}
 	writeJSON(w, http.StatusOK, out)
 }
 

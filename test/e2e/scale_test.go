@@ -34,6 +34,7 @@ package e2e_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -55,6 +56,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/heraldmq/herald/api/v1alpha1"
+	"github.com/heraldmq/herald/broker/api"
+	brokerclient "github.com/heraldmq/herald/broker/client"
 	"github.com/heraldmq/herald/test/cluster"
 )
 
@@ -111,47 +114,30 @@ spec:
     maxBackoff: 1s
 `
 
-// scaleView is GET /v1/cluster.
-type scaleView struct {
-	Controller string `json:"controller"`
-	Members    []struct {
-		ID       string `json:"id"`
-		Address  string `json:"address"`
-		Ready    bool   `json:"ready"`
-		Draining bool   `json:"draining"`
-		Leaving  bool   `json:"leaving"`
-		Replicas int    `json:"replicas"`
-		Leaders  int    `json:"leaders"`
-		Drained  bool   `json:"drained"`
-	} `json:"members"`
-	Partitions []struct {
-		Topic           string   `json:"topic"`
-		Partition       int      `json:"partition"`
-		Leader          string   `json:"leader"`
-		Epoch           uint64   `json:"epoch"`
-		Replicas        []string `json:"replicas"`
-		InSync          []string `json:"inSync"`
-		UnderReplicated bool     `json:"underReplicated"`
-	} `json:"partitions"`
-}
+// scaleView is GET /v1/cluster, with the checks of this test.
+type scaleView api.Cluster
 
+// scaleViewClient dumps GET /v1/cluster as is into the logs folder.
 var scaleViewClient = &http.Client{Timeout: 5 * time.Second}
 
+// scaleBrokers are the broker clients of getScaleView, by base URL.
+var scaleBrokers sync.Map // string → *brokerclient.Client
+
 func getScaleView(base string) (*scaleView, error) {
-	resp, err := scaleViewClient.Get(base + "/v1/cluster")
+	c, ok := scaleBrokers.Load(base)
+	if !ok {
+		bc, err := brokerclient.New(base, brokerclient.WithTimeout(5*time.Second))
+		if err != nil {
+			return nil, err
+		}
+		c, _ = scaleBrokers.LoadOrStore(base, bc)
+	}
+	v, err := c.(*brokerclient.Client).Cluster(context.Background())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("GET /v1/cluster: %w", err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1/cluster: %s: %s", resp.Status, b)
-	}
-	var v scaleView
-	if err := json.Unmarshal(b, &v); err != nil {
-		return nil, fmt.Errorf("GET /v1/cluster: %v: %s", err, b)
-	}
-	return &v, nil
+	sv := scaleView(v)
+	return &sv, nil
 }
 
 func (v *scaleView) memberIDs() []string {
