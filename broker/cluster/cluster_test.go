@@ -6,6 +6,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -122,8 +123,10 @@ type producer struct {
 	acked    []published
 	failures int
 	lastErr  error
-	stop     chan struct{}
-	done     chan struct{}
+	// other: failures that are neither a 503 nor a transport error (a client would not retry).
+	other []error
+	stop  chan struct{}
+	done  chan struct{}
 }
 
 func startProducer(c *tcluster, topic, prefix string, via func() []int) *producer {
@@ -154,6 +157,10 @@ func startProducer(c *tcluster, topic, prefix string, via func() []int) *produce
 				p.mu.Lock()
 				p.failures++
 				p.lastErr = err
+				var ae *api.Error
+				if errors.As(err, &ae) && !isUnavailable(err) {
+					p.other = append(p.other, err)
+				}
 				p.mu.Unlock()
 				time.Sleep(50 * time.Millisecond)
 			}
