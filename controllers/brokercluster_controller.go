@@ -79,8 +79,13 @@ type BrokerClusterReconciler struct {
 	// RebalancePollInterval is how often a rebalance in progress is looked at; zero:
 	// DefaultRebalancePollInterval.
 	RebalancePollInterval time.Duration
+	// DrainStallTimeout: a drain that moves nothing for this long is reported blocked (with what
+	// it waits for); zero: DefaultDrainStallTimeout.
+	DrainStallTimeout time.Duration
 
 	brokersOnce sync.Once
+	drainMu     sync.Mutex
+	drainMarks  map[string]drainProgress // by BrokerCluster UID (drain_stall.go)
 }
 
 // SetupWithManager registers the reconciler: it watches BrokerClusters and the children they own.

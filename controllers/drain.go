@@ -335,6 +335,7 @@ func (r *BrokerClusterReconciler) scale(ctx context.Context, bc *heraldv1.Broker
 
 	if len(plan.Leaving) == 0 {
 		// Nothing (left) to drain: the StatefulSet takes spec.replicas.
+		r.forgetDrain(bc)
 		res.Replicas = desired
 		if pending && bc.Status.Drain != nil {
 			r.Recorder.Eventf(bc, nil, corev1.EventTypeNormal, EventDrained, "Scale",
@@ -430,6 +431,7 @@ func (r *BrokerClusterReconciler) scale(ctx context.Context, bc *heraldv1.Broker
 	rep.Status.ReplicasRemaining = max(rep.Status.ReplicasRemaining, 0)
 	if removed == len(plan.Leaving) {
 		// Done: every member that goes is out of the cluster; the StatefulSet shrinks now.
+		r.forgetDrain(bc)
 		res.Replicas = desired
 		res.Drain = nil
 		res.Poll = 0
@@ -438,6 +440,15 @@ func (r *BrokerClusterReconciler) scale(ctx context.Context, bc *heraldv1.Broker
 				"Every broker that goes is drained and removed from the cluster; scaling from %d to %d brokers", current, desired)
 		}
 		return res, nil
+	}
+	var leavingIDs []string
+	for _, m := range plan.Leaving {
+		leavingIDs = append(leavingIDs, m.ID)
+	}
+	now := r.now()
+	idle := r.trackDrain(bc, rep.Status, measureDrain(&view, leavingIDs, rep.Status.ReplicasRemaining), now)
+	if len(problems) == 0 && idle >= r.drainStallTimeout() {
+		problems = append(problems, stallMessage(&view, leavingIDs, idle))
 	}
 	rep.Status.BlockedReason = strings.Join(problems, "; ")
 	r.recordBlocked(bc, rep)

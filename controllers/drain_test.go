@@ -232,3 +232,40 @@ func TestComputeStatusDrain(t *testing.T) {
 		t.Errorf("Available: %s", a.Message)
 	}
 }
+
+func TestDrainProgressAndStallMessage(t *testing.T) {
+	view := &ClusterView{
+		Members: []ClusterMember{{ID: "b-0", Ready: true}, {ID: "b-1"}, {ID: "b-2", Ready: true}},
+		Partitions: []ClusterPartition{
+			{Topic: "t", Partition: 0, Replicas: []string{"b-2", "b-1"}, InSync: []string{"b-2"}, Lag: map[string]int64{"b-1": 40}},
+			{Topic: "t", Partition: 1, Replicas: []string{"b-0", "b-1"}, InSync: []string{"b-0", "b-1"}},
+			{Topic: "t", Partition: 2, Replicas: []string{"b-0", "b-2", "b-1"}, InSync: []string{"b-0", "b-2"}},
+		},
+	}
+	cur := measureDrain(view, []string{"b-2"}, 2)
+	// Partition 0: b-1 is 40 behind; partition 2: b-1 has not fetched yet (counts 1); partition
+	// 1 has no replica on b-2.
+	if cur.remaining != 2 || cur.lag != 41 {
+		t.Fatalf("measure: %+v", cur)
+	}
+	for _, tc := range []struct {
+		name string
+		prev drainProgress
+		want bool
+	}{
+		{"a replica moved", drainProgress{remaining: 3, lag: 41}, true},
+		{"copies closer to in sync", drainProgress{remaining: 2, lag: 90}, true},
+		{"nothing moved", drainProgress{remaining: 2, lag: 41}, false},
+		{"further behind", drainProgress{remaining: 2, lag: 10}, false},
+	} {
+		if got := cur.progressed(tc.prev); got != tc.want {
+			t.Errorf("%s: progressed = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	msg := stallMessage(view, []string{"b-2"}, 5*time.Minute+400*time.Millisecond)
+	want := "no partition replica moved off b-2 for 5m0s; 2 partitions wait for their new copies to get in sync, " +
+		"e.g. t/0 (replicas b-2,b-1, in sync b-2); t/2 (replicas b-0,b-2,b-1, in sync b-0,b-2); brokers not ready: b-1"
+	if msg != want {
+		t.Errorf("stall message:\n got %s\nwant %s", msg, want)
+	}
+}

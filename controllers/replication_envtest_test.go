@@ -240,3 +240,56 @@ func TestScaleDownDrainsBrokers(t *testing.T) {
 		g.Expect(slices.ContainsFunc(view.Members, func(m controllers.ClusterMember) bool { return m.Draining })).To(BeFalse())
 	})
 }
+
+// TestDrainStall: a drain whose new copies cannot get in sync (a broker that stays is down)
+// is reported blocked after the stall timeout, naming the partitions and the broker; it goes
+// on, and finishes, once the broker is back.
+func TestDrainStall(t *testing.T) {
+	g := requireEnv(t)
+	ctx := context.Background()
+	ns := newNamespace(t, g)
+	nodes := startBrokerCluster(t, "stall", 3)
+	bc := newReadyCluster(t, g, ns, "stall", 3, nodes[0])
+	key := client.ObjectKeyFromObject(bc)
+	topic := newTopic(ns, "slow", "stall", 3)
+	topic.Spec.ReplicationFactor = 2
+	g.Expect(k8s.Create(ctx, topic)).To(Succeed())
+	expectTopicReady(g, ns, "slow")
+	g.Eventually(func(g Gomega) {
+		m, ok := member(clusterView(g, nodes[0]), "stall-2")
+		g.Expect(ok).To(BeTrue())
+		g.Expect(m.Replicas).To(BeNumerically(">", 0))
+	}).Should(Succeed())
+
+	// stall-1 stays but is down: stall-2's replicas have nowhere to get in sync.
+	nodes[1].kill()
+	patch(g, key, `{"spec":{"replicas":2}}`)
+	var since *metav1.Time
+	g.Eventually(func(g Gomega) {
+		bc := getBC(g, key)
+		g.Expect(bc.Status.Drain).NotTo(BeNil())
+		since = bc.Status.Drain.LastProgressTime
+		g.Expect(since).NotTo(BeNil())
+		g.Expect(bc.Status.Drain.BlockedReason).To(ContainSubstring("no partition replica moved off stall-2 for"))
+		g.Expect(bc.Status.Drain.BlockedReason).To(ContainSubstring("brokers not ready: stall-1"))
+		g.Expect(bc.Status.Drain.BlockedReason).To(MatchRegexp(`\d+ partitions wait for their new copies to get in sync, e\.g\. slow/\d \(replicas `))
+		g.Expect(condition(bc, "Progressing").Reason).To(Equal(controllers.ReasonDrainBlocked))
+		g.Expect(statefulSetReplicas(g, ns, "stall")).To(Equal(int32(3)))
+		g.Expect(events(g, bc)).To(ContainElement(ContainSubstring("Warning DrainBlocked: no partition replica moved off stall-2")))
+	}, testDrainStall+60*time.Second, time.Second).Should(Succeed())
+	t.Logf("blocked since %s", since.Time.Format(time.RFC3339))
+
+	// Back: the copies catch up, the drain finishes, the StatefulSet shrinks.
+	nodes[1].start()
+	g.Eventually(func(g Gomega) {
+		g.Expect(statefulSetReplicas(g, ns, "stall")).To(Equal(int32(2)))
+		_, isMember := member(clusterView(g, nodes[0]), "stall-2")
+		g.Expect(isMember).To(BeFalse())
+	}, 90*time.Second, time.Second).Should(Succeed())
+	nodes[2].kill()
+	g.Eventually(func(g Gomega) {
+		bc := getBC(g, key)
+		g.Expect(bc.Status.Drain).To(BeNil())
+		g.Expect(bc.Status.Phase).To(Equal(heraldv1.PhaseRunning))
+	}).Should(Succeed())
+}

@@ -57,6 +57,9 @@ var (
 // and a dead broker noticed within seconds.
 const testResync = 2 * time.Second
 
+// testDrainStall: a drain that moves nothing for this long is reported blocked (TestDrainStall).
+const testDrainStall = 20 * time.Second
+
 func TestMain(m *testing.M) {
 	if assetsDir == "" {
 		os.Exit(m.Run()) // unit tests run; envtest tests skip
@@ -180,6 +183,8 @@ func startEnvironment(ctx context.Context) (_ func(), err error) {
 		},
 		BrokerURLOverride: brokerURLs,
 		ResyncInterval:    testResync,
+		// Short, for TestDrainStall; the other drains here move a few messages in seconds.
+		DrainStallTimeout: testDrainStall,
 	}
 	if scaleRun {
 		opts.ResyncInterval = 0 // the default

@@ -333,9 +333,16 @@ type DrainStatus struct {
 	ReplicasRemaining int32 `json:"replicasRemaining"`
 
 	// Why the drain does not progress: a Topic (or a topic on the brokers) that keeps more copies
-	// than the new count of brokers, or brokers that do not answer. Empty while it progresses.
+	// than the new count of brokers, brokers that do not answer, or no replica moved for the
+	// operator's --drain-stall-timeout (with the partitions it waits for). Empty while it
+	// progresses.
 	// +optional
 	BlockedReason string `json:"blockedReason,omitempty"`
+
+	// When the drain last made progress (a replica moved off a draining broker, or the copies
+	// replacing them got closer to in sync), or started.
+	// +optional
+	LastProgressTime *metav1.Time `json:"lastProgressTime,omitempty"`
 }
 
 // BrokerCluster is a cluster of Herald brokers: a StatefulSet of `herald broker` pods with their

@@ -49,6 +49,8 @@ func runOperator(args []string, _, stderr io.Writer) error {
 		"image of brokers whose BrokerCluster sets no spec.image: the operator's own (env HERALD_BROKER_IMAGE)")
 	fs.DurationVar(&o.ProgressDeadline, "progress-deadline", controllers.DefaultProgressDeadline,
 		"a BrokerCluster whose rollout is not done after this long is reported Degraded")
+	fs.DurationVar(&o.DrainStallTimeout, "drain-stall-timeout", controllers.DefaultDrainStallTimeout,
+		"a scale-down drain that moves no partition replica for this long is reported blocked, with the partitions it waits for")
 	override := fs.String("broker-url-override", os.Getenv("HERALD_BROKER_URL_OVERRIDE"),
 		"where the operator reaches the brokers, instead of each BrokerCluster's client Service (its status.endpoint,\n"+
 			"http://NAME.NAMESPACE.svc:PORT): for runs outside the cluster and tests. A comma-separated list of\n"+
@@ -79,6 +81,9 @@ func runOperator(args []string, _, stderr io.Writer) error {
 	}
 	if o.ProgressDeadline <= 0 {
 		return usageError("--progress-deadline must be positive")
+	}
+	if o.DrainStallTimeout <= 0 {
+		return usageError("--drain-stall-timeout must be positive")
 	}
 	if o.ResyncInterval <= 0 {
 		return usageError("--resync-interval must be positive")

@@ -60,6 +60,9 @@ type Options struct {
 	BrokerImage string
 	// ProgressDeadline: a rollout not done after this long makes a BrokerCluster Degraded.
 	ProgressDeadline time.Duration
+	// DrainStallTimeout: a drain that moves nothing for this long is reported blocked; zero:
+	// controllers.DefaultDrainStallTimeout.
+	DrainStallTimeout time.Duration
 	// Now, if set, replaces time.Now in the reconcilers (tests).
 	Now func() time.Time
 	// AfterReconcile, if set, is called after every BrokerCluster reconcile (tests, instrumentation).
@@ -160,14 +163,15 @@ func NewManager(cfg *rest.Config, o Options) (ctrl.Manager, error) {
 	}
 	brokers := &controllers.Brokers{Client: mgr.GetClient(), Override: o.BrokerURLOverride, Timeout: o.BrokerTimeout}
 	if err := (&controllers.BrokerClusterReconciler{
-		Client:           mgr.GetClient(),
-		APIReader:        mgr.GetAPIReader(),
-		Recorder:         mgr.GetEventRecorder(EventSource),
-		DefaultImage:     o.BrokerImage,
-		ProgressDeadline: o.ProgressDeadline,
-		Now:              o.Now,
-		AfterReconcile:   o.AfterReconcile,
-		Brokers:          brokers,
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder(EventSource),
+		DefaultImage:      o.BrokerImage,
+		ProgressDeadline:  o.ProgressDeadline,
+		DrainStallTimeout: o.DrainStallTimeout,
+		Now:               o.Now,
+		AfterReconcile:    o.AfterReconcile,
+		Brokers:           brokers,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("setting up the BrokerCluster controller: %w", err)
 	}
