@@ -79,6 +79,7 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		})
 	}
 	prevPhase := st.Phase
+	prevProgress := meta.FindStatusCondition(bc.Status.Conditions, heraldv1.ConditionProgressing)
 	spec := withDefaults(bc.Spec)
 	desired := *spec.Replicas
 	st.Endpoint = Endpoint(bc)
@@ -164,6 +165,11 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		st.Version = ImageVersion(in.Image)
 	} else {
 		reason, msg := progressReason(in.StatefulSet, desired, current, ready, updated)
+		if reason == ReasonWaitingForReadiness && prevProgress != nil && prevProgress.Reason == ReasonScaling &&
+			prevProgress.Status == metav1.ConditionTrue {
+			// The new pods of a scale-up exist and start: still scaling, not a broker gone bad.
+			reason, msg = ReasonScaling, fmt.Sprintf("scaling to %d brokers: %d ready", desired, ready)
+		}
 		if holding {
 			reason, msg = ReasonDraining, drainMessage(drain)
 			if drain.Status.BlockedReason != "" {
