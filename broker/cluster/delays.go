@@ -285,21 +285,7 @@ func (r *replica) move(items []delayItem, now time.Time) (int, error) {
 }
 
 // delayLoop moves due delayed messages of the partitions this node leads.
-func (n *Node) delayLoop() {
-	defer n.wg.Done()
-	tick := time.NewTicker(delayTick)
-	defer tick.Stop()
-	for {
-		select {
-		case <-n.stop:
-			return
-		case now := <-tick.C:
-			for _, r := range n.replicaList() {
-				r.moveDue(now)
-			}
-		}
-	}
-}
+func (n *Node) delayLoop() { n.everyReplica(delayTick, (*replica).moveDue) }
 
 // Delay implements engine.DelayReplicator: it stores delayed messages in their partition's
 // delay log wherever its leader is, returning once the in-sync replicas have them.

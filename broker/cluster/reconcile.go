@@ -312,9 +312,12 @@ func (n *Node) replicaList() []*replica {
 }
 
 // isrLoop checks, as partition leader, that in-sync followers keep up.
-func (n *Node) isrLoop() {
+func (n *Node) isrLoop() { n.everyReplica(n.cfg.HeartbeatInterval, (*replica).checkISR) }
+
+// everyReplica calls f on each replica of this node every interval until the node stops.
+func (n *Node) everyReplica(interval time.Duration, f func(r *replica, now time.Time)) {
 	defer n.wg.Done()
-	tick := time.NewTicker(n.cfg.HeartbeatInterval)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
@@ -322,7 +325,7 @@ func (n *Node) isrLoop() {
 			return
 		case now := <-tick.C:
 			for _, r := range n.replicaList() {
-				r.checkISR(now)
+				f(r, now)
 			}
 		}
 	}
