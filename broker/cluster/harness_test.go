@@ -271,7 +271,7 @@ func (n *tnode) start(ln net.Listener) error {
 	if c.opts.withPush {
 		pushes = push.NewManager(eng, push.Options{Logger: log.With("node", n.id), LeaseWait: 500 * time.Millisecond, ShutdownGrace: time.Millisecond})
 	}
-	srv := &http.Server{Handler: server.NewWithOptions(eng, log, server.Options{Backend: node, Internal: node.Handler(), Cluster: node.ServeClusterView}),
+	srv := &http.Server{Handler: server.NewWithOptions(eng, log, server.Options{Backend: node, Internal: node.Handler(), Cluster: node.ServeClusterView, ClusterAdmin: node.AdminHandler()}),
 		ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	go srv.Serve(ln)
 	n.mu.Lock()

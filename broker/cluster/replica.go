@@ -264,7 +264,46 @@ func (r *replica) setRole(p *PartitionState) error {
 	r.dedup = dedupIndex{}
 	r.signalLocked()
 	r.mu.Unlock()
+	if want == roleNone {
+		return r.dropCopy()
+	}
 	return nil
+}
+
+// dropCopy frees the disk of a partition this node keeps no copy of any more (its replica
+// moved to another broker, or this broker was drained): every log becomes empty at offset 0.
+// Nothing is lost: a replica leaves the partition's replicas only once the one replacing it
+// is in sync. Should this node become a replica again, it fetches from the leader's start.
+func (r *replica) dropCopy() error {
+	empty := true
+	for _, k := range kinds {
+		if r.logEnd(k) > 0 || r.logStart(k) > 0 {
+			empty = false
+		}
+	}
+	if empty {
+		return nil
+	}
+	r.n.log.Info("dropping the copy of a partition kept elsewhere now", "partition", r.key.String(), "end", r.logEnd(kindData))
+	for _, k := range kinds {
+		if err := r.epochs[k].truncateTo(0); err != nil {
+			return err
+		}
+	}
+	if err := r.n.eng.ResetPartition(r.key.topic, r.key.part, 0); err != nil {
+		return err
+	}
+	for _, l := range []store.Log{r.progress, r.delays} {
+		if err := l.Reset(0); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	for k := range r.hw {
+		r.hw[k] = 0
+	}
+	r.mu.Unlock()
+	return r.loadDelays()
 }
 
 // becomeLeader starts leading at epoch: the epoch is recorded at the logs' ends (so followers
