@@ -7,6 +7,8 @@
 // broker mid-traffic and check nothing acknowledged is lost; change the config and watch the pods
 // roll; re-apply (no changes); delete the namespace and uninstall the chart (nothing left).
 // chaos_test.go kills the brokers of a replicated BrokerCluster under load (issue 7).
+// scale_test.go scales one 3 → 5 → 3, and rolling_test.go restarts its pods by changing the pod
+// template, both under load; replicated_test.go holds their shared helpers.
 //
 // Needs KUBEBUILDER_ASSETS (hack/build-control-plane.sh: etcd, kube-apiserver,
 // kube-controller-manager, kubectl) and HELM (the helm binary); `make test` and `make e2e` set

@@ -49,16 +49,13 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	heraldv1 "github.com/heraldmq/herald/api/v1alpha1"
 	"github.com/heraldmq/herald/broker/api"
 	brokerclient "github.com/heraldmq/herald/broker/client"
-	"github.com/heraldmq/herald/test/cluster"
 )
 
 const (
@@ -116,9 +113,6 @@ spec:
 
 // scaleView is GET /v1/cluster, with the checks of this test.
 type scaleView api.Cluster
-
-// scaleViewClient dumps GET /v1/cluster as is into the logs folder.
-var scaleViewClient = &http.Client{Timeout: 5 * time.Second}
 
 // scaleBrokers are the broker clients of getScaleView, by base URL.
 var scaleBrokers sync.Map // string → *brokerclient.Client
@@ -231,55 +225,6 @@ func (v *scaleView) String() string {
 	return b.String()
 }
 
-// scaleEndpoints are the broker pods a client Service would send requests to: Ready and not
-// terminating (the pods have loopback IPs, so there is no Service IP to use).
-type scaleEndpoints struct {
-	mu    sync.Mutex
-	names []string
-	bases []string
-}
-
-func (s *scaleEndpoints) refresh(e *env) error {
-	pods, err := e.cs.CoreV1().Pods(ns).List(e.ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=" + scaleBC})
-	if err != nil {
-		return err
-	}
-	items := pods.Items
-	sort.Slice(items, func(i, j int) bool { return items[i].Name < items[j].Name })
-	var names, bases []string
-	for _, p := range items {
-		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || !scalePodReady(&p) {
-			continue
-		}
-		names = append(names, p.Name)
-		bases = append(bases, "http://"+p.Status.PodIP+":8080")
-	}
-	if len(bases) == 0 {
-		return fmt.Errorf("no ready broker pod")
-	}
-	s.mu.Lock()
-	s.names, s.bases = names, bases
-	s.mu.Unlock()
-	return nil
-}
-
-// pick returns the n-th endpoint (round robin).
-func (s *scaleEndpoints) pick(n int) (name, base string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.bases) == 0 {
-		return "", ""
-	}
-	i := n % len(s.bases)
-	return s.names[i], s.bases[i]
-}
-
-func scalePodReady(p *corev1.Pod) bool {
-	return slices.ContainsFunc(p.Status.Conditions, func(c corev1.PodCondition) bool {
-		return c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-	})
-}
-
 var scaleClient = &http.Client{Timeout: 25 * time.Second}
 
 // scalePost POSTs in as JSON and decodes a 200 answer into out.
@@ -351,7 +296,7 @@ type scaleLedger struct {
 
 // produce publishes batches of unique ids (one key per batch) until stop is closed, through the
 // endpoints in turn, retrying a failed batch (same ids) with backoff.
-func (l *scaleLedger) produce(g int, eps *scaleEndpoints, stop <-chan struct{}) {
+func (l *scaleLedger) produce(g int, eps *endpoints, stop <-chan struct{}) {
 	next := g
 	for seq := 0; ; seq++ {
 		select {
@@ -438,7 +383,7 @@ type scaleConsumer struct {
 	failures   scaleFailures
 }
 
-func (c *scaleConsumer) consume(g int, eps *scaleEndpoints, stop <-chan struct{}) {
+func (c *scaleConsumer) consume(g int, eps *endpoints, stop <-chan struct{}) {
 	for n := g; ; n++ {
 		select {
 		case <-stop:
@@ -631,41 +576,13 @@ func TestScale(t *testing.T) {
 	e := startWithin(t, 12*time.Minute)
 	t.Logf("cluster up in %s", scaleDur(time.Since(began)))
 	if dir := os.Getenv("HERALD_SCALE_LOGS"); dir != "" {
-		t.Cleanup(func() { scaleKeepLogs(e, dir) })
+		t.Cleanup(func() { e.keepLogs(dir, []string{scalePod(0), scalePod(1), scalePod(2), scalePod(3), scalePod(4)}) })
 	}
-	scheme := runtime.NewScheme()
-	if err := heraldv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	crc, err := client.New(e.c.Config, client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	step := time.Now()
-	if _, err := e.run(3*time.Minute, e.helm, "install", "herald", filepath.Join(root, "charts", "herald"),
-		"--namespace", operatorNS, "--create-namespace", "--wait", "--timeout", "150s",
-		"--set", "extraArgs={--resync-interval=2s}"); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("helm install --wait: %s", scaleDur(time.Since(step)))
-	if err := cluster.CreateNamespace(e.ctx, e.cs, ns); err != nil {
-		t.Fatal(err)
-	}
+	crc := e.heraldClient()
 
 	// Three brokers, then the Topic once they are one cluster (its placement needs three).
-	step = time.Now()
-	brokers := filepath.Join(e.dir, "scale-brokers.yaml")
-	if err := os.WriteFile(brokers, []byte(scaleBrokerManifest), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	e.mustK("apply", "-n", ns, "-f", brokers)
-	eventually(t, 180*time.Second, "BrokerCluster scale: 3 ready brokers", func() error {
-		if r, err := e.jsonpath("brokercluster", scaleBC, ".status.readyReplicas"); err != nil || r != "3" {
-			return fmt.Errorf("readyReplicas %q (%v)", r, err)
-		}
-		return nil
-	})
+	e.installWithBrokers(t, scaleBC, scaleBrokerManifest)
+	step := time.Now()
 	// scale-0 stays throughout: the test asks it for the cluster's state.
 	base0 := "http://" + e.podIP(scalePod(0)) + ":8080"
 	eventually(t, 60*time.Second, "3 cluster members", func() error {
@@ -699,27 +616,16 @@ func TestScale(t *testing.T) {
 	t.Logf("Topic and Subscription Ready: %s; %s", scaleDur(time.Since(step)), view.spread())
 
 	// The load: producers and consumers through the Ready pods.
-	eps := &scaleEndpoints{}
+	eps := &endpoints{instance: scaleBC}
 	if err := eps.refresh(e); err != nil {
 		t.Fatal(err)
 	}
 	loadStart := time.Now()
 	led := &scaleLedger{start: loadStart, acked: map[string]scaleAck{}, failures: newScaleFailures()}
 	con := &scaleConsumer{start: loadStart, got: map[string]int{}, first: map[string]scaleDelivery{}, failures: newScaleFailures()}
-	stopProduce, stopConsume, stopEndpoints := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	var producers, consumers, refresher sync.WaitGroup
-	refresher.Add(1)
-	go func() {
-		defer refresher.Done()
-		for {
-			select {
-			case <-stopEndpoints:
-				return
-			case <-time.After(500 * time.Millisecond):
-			}
-			_ = eps.refresh(e)
-		}
-	}()
+	stopProduce, stopConsume := make(chan struct{}), make(chan struct{})
+	var producers, consumers sync.WaitGroup
+	stopRefresh := eps.follow(e)
 	for g := range scaleProducers {
 		producers.Add(1)
 		go func() {
@@ -734,10 +640,9 @@ func TestScale(t *testing.T) {
 			con.consume(g, eps, stopConsume)
 		}()
 	}
-	var onceP, onceC, onceE sync.Once
+	var onceP, onceC sync.Once
 	stopProducers := func() { onceP.Do(func() { close(stopProduce) }); producers.Wait() }
 	stopConsumers := func() { onceC.Do(func() { close(stopConsume) }); consumers.Wait() }
-	stopRefresh := func() { onceE.Do(func() { close(stopEndpoints) }); refresher.Wait() }
 	t.Cleanup(func() { stopProducers(); stopConsumers(); stopRefresh() })
 	t.Logf("load started at %s (the +times below count from here)", loadStart.UTC().Format("15:04:05.000"))
 	watch := watchScale(e, crc, base0, loadStart)
@@ -765,7 +670,7 @@ func TestScale(t *testing.T) {
 		}
 		for _, p := range pods.Items {
 			all = append(all, p.Name)
-			if p.DeletionTimestamp == nil && scalePodReady(&p) {
+			if p.DeletionTimestamp == nil && podReady(&p) {
 				ready = append(ready, p.Name)
 			}
 		}
@@ -830,9 +735,9 @@ func TestScale(t *testing.T) {
 		}
 	}
 	if n := len(degraded); n > 0 {
-		// Not an error of this test, but worth seeing: the phase is documented as "the rollout
-		// is done but some broker pods are not ready".
-		t.Logf("note: phase Degraded during the scale-up (new pods starting), seen from +%s to +%s after it (%d samples), e.g. %s",
+		// Degraded means a broker went bad; new pods that start belong to the scale-up
+		// (Updating, reason Scaling).
+		t.Errorf("phase Degraded during the scale-up (new pods starting), seen from +%s to +%s after it (%d samples), e.g. %s",
 			scaleDur(degraded[0].at.Sub(upStart)), scaleDur(degraded[n-1].at.Sub(upStart)), n, degraded[0].summary())
 	}
 	t.Logf("scale-up 3 → 5: 5 pods Ready after %s, 5 cluster members after %s, rebalanced after %s (Progressing/Rebalancing seen: %v); %d messages acknowledged meanwhile; %s",
@@ -1186,43 +1091,4 @@ func scaleDurSigned(d time.Duration) string {
 		return "-"
 	}
 	return scaleDur(d)
-}
-
-// scaleKeepLogs copies the pods' logs (every run of every container, the operator's too), the
-// pod runner's log and each broker's GET /v1/cluster to dir.
-func scaleKeepLogs(e *env, dir string) {
-	if e.r == nil {
-		return
-	}
-	logs, _ := filepath.Glob(filepath.Join(e.r.StateDir(), "pods", "*", "*", "logs", "*", "*.log"))
-	for _, f := range logs {
-		rel, err := filepath.Rel(filepath.Join(e.r.StateDir(), "pods"), f)
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		dst := filepath.Join(dir, rel)
-		_ = os.MkdirAll(filepath.Dir(dst), 0o755)
-		_ = os.WriteFile(dst, b, 0o644)
-	}
-	for i := range 5 {
-		p := scalePod(i)
-		if ip, err := e.jsonpath("pod", p, ".status.podIP"); err == nil && ip != "" {
-			if resp, err := scaleViewClient.Get("http://" + ip + ":8080/v1/cluster"); err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				_ = os.WriteFile(filepath.Join(dir, "cluster-"+p+".json"), b, 0o644)
-			}
-		}
-	}
-	if b, err := os.ReadFile(filepath.Join(e.dir, "podrunner.log")); err == nil {
-		_ = os.WriteFile(filepath.Join(dir, "podrunner.log"), b, 0o644)
-	}
-	if out, err := e.k("get", "events", "-A", "--sort-by=.lastTimestamp"); err == nil {
-		_ = os.WriteFile(filepath.Join(dir, "events.txt"), []byte(out), 0o644)
-	}
-	e.t.Logf("logs kept in %s", dir)
 }
