@@ -166,8 +166,9 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 	} else {
 		reason, msg := progressReason(in.StatefulSet, desired, current, ready, updated)
 		if reason == ReasonWaitingForReadiness && prevProgress != nil && prevProgress.Reason == ReasonScaling &&
-			prevProgress.Status == metav1.ConditionTrue {
+			prevProgress.Status == metav1.ConditionTrue && prevPhase != "" && prevPhase != heraldv1.PhaseCreating {
 			// The new pods of a scale-up exist and start: still scaling, not a broker gone bad.
+			// (A cluster being created waits for its first pods as before.)
 			reason, msg = ReasonScaling, fmt.Sprintf("scaling to %d brokers: %d ready", desired, ready)
 		}
 		if holding {

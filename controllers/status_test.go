@@ -85,6 +85,11 @@ func TestComputeStatus(t *testing.T) {
 			want: want{heraldv1.PhaseUpdating, "False", "True", "True", "False", ReasonScaling, 2, true},
 		},
 		{
+			name: "creating: the first pods exist, not ready yet", replicas: 3, prevPhase: heraldv1.PhaseCreating, prevProgress: ReasonScaling,
+			sts:  stsWith(1, 1, 3, 0, 3, "r1", "r1"),
+			want: want{heraldv1.PhaseCreating, "False", "False", "True", "False", ReasonWaitingForReadiness, 2, true},
+		},
+		{
 			name: "a running pod became unready", replicas: 3, prevPhase: heraldv1.PhaseRunning, sts: stsWith(1, 1, 3, 2, 3, "r1", "r1"),
 			want: want{heraldv1.PhaseDegraded, "False", "True", "True", "False", ReasonWaitingForReadiness, 2, true},
 		},
