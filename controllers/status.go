@@ -79,7 +79,6 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		})
 	}
 	prevPhase := st.Phase
-	prevProgress := meta.FindStatusCondition(bc.Status.Conditions, heraldv1.ConditionProgressing)
 	spec := withDefaults(bc.Spec)
 	desired := *spec.Replicas
 	st.Endpoint = Endpoint(bc)
@@ -165,12 +164,6 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		st.Version = ImageVersion(in.Image)
 	} else {
 		reason, msg := progressReason(in.StatefulSet, desired, current, ready, updated)
-		if reason == ReasonWaitingForReadiness && prevProgress != nil && prevProgress.Reason == ReasonScaling &&
-			prevProgress.Status == metav1.ConditionTrue && prevPhase != "" && prevPhase != heraldv1.PhaseCreating {
-			// The new pods of a scale-up exist and start: still scaling, not a broker gone bad.
-			// (A cluster being created waits for its first pods as before.)
-			reason, msg = ReasonScaling, fmt.Sprintf("scaling to %d brokers: %d ready", desired, ready)
-		}
 		if holding {
 			reason, msg = ReasonDraining, drainMessage(drain)
 			if drain.Status.BlockedReason != "" {
@@ -202,7 +195,7 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 		case prevPhase == "" || prevPhase == heraldv1.PhaseCreating || (prevPhase == heraldv1.PhaseFailed && ready == 0):
 			// Never ran yet.
 			st.Phase = heraldv1.PhaseCreating
-		case reason == ReasonWaitingForReadiness:
+		case reason == ReasonWaitingForReadiness && !podsStarting(bc, prevPhase, desired, ready):
 			// Every pod runs the current spec, yet some are not ready: a broker crashed or hangs.
 			st.Phase = heraldv1.PhaseDegraded
 		default:
@@ -214,6 +207,14 @@ func computeStatus(in statusInput) (heraldv1.BrokerClusterStatus, time.Duration)
 	}
 	st.ObservedGeneration = gen
 	return st, requeue
+}
+
+// podsStarting tells pods that are not ready yet because they are new (a scale-up, or the
+// pods a rollout just replaced) from pods that were ready and are not any more: the last status
+// counted fewer pods than wanted, or the cluster was already updating and no pod lost its
+// readiness since. A pod that never gets ready is caught by the progress deadline.
+func podsStarting(bc *heraldv1.BrokerCluster, prevPhase heraldv1.BrokerClusterPhase, desired, ready int32) bool {
+	return bc.Status.Replicas < desired || (prevPhase == heraldv1.PhaseUpdating && ready >= bc.Status.ReadyReplicas)
 }
 
 // drainMessage describes a drain for the Progressing and Ready conditions.

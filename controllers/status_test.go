@@ -45,11 +45,11 @@ func TestComputeStatus(t *testing.T) {
 		name      string
 		replicas  int32
 		prevPhase heraldv1.BrokerClusterPhase
-		// prevProgress: the reason of the previous Progressing=True condition, if any.
-		prevProgress string
-		sts          *appsv1.StatefulSet
-		fail         *failure
-		want         want
+		// prevReplicas and prevReady: the pods the previous status counted.
+		prevReplicas, prevReady int32
+		sts                     *appsv1.StatefulSet
+		fail                    *failure
+		want                    want
 	}{
 		{
 			name: "no statefulset yet", replicas: 3, sts: nil,
@@ -80,17 +80,22 @@ func TestComputeStatus(t *testing.T) {
 			want: want{heraldv1.PhaseUpdating, "False", "True", "True", "False", ReasonScaling, 2, true},
 		},
 		{
-			name: "scaling up: the new pods exist, not all ready yet", replicas: 5, prevPhase: heraldv1.PhaseUpdating, prevProgress: ReasonScaling,
-			sts:  stsWith(2, 2, 5, 4, 5, "r1", "r1"),
-			want: want{heraldv1.PhaseUpdating, "False", "True", "True", "False", ReasonScaling, 2, true},
+			name: "scaling up, first look: the new pods exist, not ready yet", replicas: 5, prevPhase: heraldv1.PhaseRunning,
+			prevReplicas: 3, prevReady: 3, sts: stsWith(2, 2, 5, 3, 5, "r1", "r1"),
+			want: want{heraldv1.PhaseUpdating, "False", "True", "True", "False", ReasonWaitingForReadiness, 2, true},
 		},
 		{
-			name: "creating: the first pods exist, not ready yet", replicas: 3, prevPhase: heraldv1.PhaseCreating, prevProgress: ReasonScaling,
-			sts:  stsWith(1, 1, 3, 0, 3, "r1", "r1"),
-			want: want{heraldv1.PhaseCreating, "False", "False", "True", "False", ReasonWaitingForReadiness, 2, true},
+			name: "scaling up: one of the new pods ready", replicas: 5, prevPhase: heraldv1.PhaseUpdating,
+			prevReplicas: 5, prevReady: 3, sts: stsWith(2, 2, 5, 4, 5, "r1", "r1"),
+			want: want{heraldv1.PhaseUpdating, "False", "True", "True", "False", ReasonWaitingForReadiness, 2, true},
 		},
 		{
-			name: "a running pod became unready", replicas: 3, prevPhase: heraldv1.PhaseRunning, sts: stsWith(1, 1, 3, 2, 3, "r1", "r1"),
+			name: "updating, and a pod lost its readiness", replicas: 5, prevPhase: heraldv1.PhaseUpdating,
+			prevReplicas: 5, prevReady: 4, sts: stsWith(2, 2, 5, 3, 5, "r1", "r1"),
+			want: want{heraldv1.PhaseDegraded, "False", "True", "True", "False", ReasonWaitingForReadiness, 2, true},
+		},
+		{
+			name: "a running pod became unready", replicas: 3, prevPhase: heraldv1.PhaseRunning, prevReplicas: 3, prevReady: 3, sts: stsWith(1, 1, 3, 2, 3, "r1", "r1"),
 			want: want{heraldv1.PhaseDegraded, "False", "True", "True", "False", ReasonWaitingForReadiness, 2, true},
 		},
 		{
@@ -110,9 +115,7 @@ func TestComputeStatus(t *testing.T) {
 				bc.Spec.Replicas = ptr.To(tt.replicas)
 				bc.Status.ObservedGeneration = 1
 				bc.Status.Phase = tt.prevPhase
-				if tt.prevProgress != "" {
-					bc.Status.Conditions = []metav1.Condition{{Type: heraldv1.ConditionProgressing, Status: metav1.ConditionTrue, Reason: tt.prevProgress, LastTransitionTime: metav1.NewTime(t0)}}
-				}
+				bc.Status.Replicas, bc.Status.ReadyReplicas = tt.prevReplicas, tt.prevReady
 			})
 			in := statusInput{BC: bc, StatefulSet: tt.sts, Failure: tt.fail, Image: "x/herald:v9", Now: t0}
 			st, requeue := computeStatus(in)
