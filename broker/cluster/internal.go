@@ -178,6 +178,9 @@ func (n *Node) rpcs() map[string]rpcHandler {
 			}
 			return struct{}{}, nil
 		},
+		"appliedIndex": func(ctx context.Context, b json.RawMessage) (any, error) {
+			return map[string]uint64{"index": n.fsm.appliedIndex()}, nil
+		},
 		"commitIndex": func(ctx context.Context, b json.RawMessage) (any, error) {
 			if !n.isLeader() {
 				return nil, errNoController

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -182,12 +183,47 @@ func (n *Node) Handoff(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	n.awaitApplied(ctx, n.fsm.appliedIndex())
 	if n.isLeader() && len(n.members()) > 1 {
 		if err := n.raft.LeadershipTransfer().Error(); err != nil {
 			return mapRaftErr(err)
 		}
 	}
 	return nil
+}
+
+// awaitApplied waits (up to 2 s, or ctx) until the other members have applied the metadata up
+// to index. A Raft follower learns that an entry is committed only from the leader's next
+// message: without the wait, a broker that stops right after its leaderships moved (above all
+// the controller itself) leaves the others naming it leader for a moment, and they send
+// requests to a broker that is gone.
+func (n *Node) awaitApplied(ctx context.Context, index uint64) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for id := range n.members() {
+		if id == n.cfg.NodeID {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var out struct {
+					Index uint64 `json:"index"`
+				}
+				if err := n.callMember(ctx, id, "appliedIndex", struct{}{}, &out); err == nil && out.Index >= index {
+					return
+				}
+				select {
+				case <-ctx.Done():
+					return // a member that is down or slow does not hold the stop up for long
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // clearLeaving undoes a previous run's Handoff once this node is back (reconcile calls it).
