@@ -30,7 +30,7 @@ type drainProgress struct {
 func measureDrain(view *ClusterView, leaving []string, remaining int32) drainProgress {
 	p := drainProgress{remaining: remaining}
 	for _, part := range view.Partitions {
-		if !slices.ContainsFunc(part.Replicas, func(id string) bool { return slices.Contains(leaving, id) }) {
+		if !onLeaving(part, leaving) {
 			continue
 		}
 		for _, id := range part.Replicas {
@@ -40,6 +40,11 @@ func measureDrain(view *ClusterView, leaving []string, remaining int32) drainPro
 		}
 	}
 	return p
+}
+
+// onLeaving reports whether a partition still has a replica on one of the leaving members.
+func onLeaving(p ClusterPartition, leaving []string) bool {
+	return slices.ContainsFunc(p.Replicas, func(id string) bool { return slices.Contains(leaving, id) })
 }
 
 // progressed reports whether cur shows progress since prev.
@@ -54,7 +59,7 @@ func stallMessage(view *ClusterView, leaving []string, idle time.Duration) strin
 	var parts []string
 	n := 0
 	for _, p := range view.Partitions {
-		if !slices.ContainsFunc(p.Replicas, func(id string) bool { return slices.Contains(leaving, id) }) {
+		if !onLeaving(p, leaving) {
 			continue
 		}
 		n++

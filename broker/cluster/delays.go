@@ -306,13 +306,18 @@ func (n *Node) Delay(topic string, p int, recs []store.Record, deliverAt []time.
 // DelayedCount implements engine.DelayReplicator: the delayed messages of the topic's
 // partitions this node leads (the cluster's stats add up every member's).
 func (n *Node) DelayedCount(topic string) int64 {
-	var total int64
-	for _, r := range n.replicaList() {
-		if r.key.topic != topic {
-			continue
+	partitions := 0
+	n.fsm.read(func(s *State) {
+		if t := s.Topics[topic]; t != nil {
+			partitions = len(t.Partitions)
 		}
-		if ro, _, _ := r.roleView(); ro == roleLeader {
-			total += int64(r.delayedCount())
+	})
+	var total int64
+	for p := range partitions { // the topic's own replicas, not every replica of the node
+		if r := n.replica(topic, p); r != nil {
+			if ro, _, _ := r.roleView(); ro == roleLeader {
+				total += int64(r.delayedCount())
+			}
 		}
 	}
 	return total

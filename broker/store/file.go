@@ -606,8 +606,7 @@ func (l *fileLog) read(from int64, max int, maxBytes int, written bool) ([]Recor
 		var done bool
 		var err error
 		if out == nil && max > 0 {
-			// No regrowth usually, and never room for more than there is (1024 Records: 100+ KiB).
-			out = make([]Record, 0, min(int64(max), 1024, hw-expect))
+			out = make([]Record, 0, min(int64(max), 1024, hw-expect)) // never room for more than there is
 		}
 		out, expect, done, err = l.readSegment(seg, pos, limit, hw, expect, lim, out)
 		if err != nil {
